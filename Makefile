@@ -1,0 +1,48 @@
+# mmhub: `make run` starts the hub on embedded servers, `make test` runs the suite.
+SHELL := /bin/bash
+UV := $(shell command -v uv 2>/dev/null || echo "$(HOME)/.local/bin/uv")
+export LC_ALL := C.UTF-8
+export UV_PYTHON_DOWNLOADS := never
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test lint fmt typecheck migrate bench bench-ingest bench-dispatch check
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
+
+$(UV):
+	python3 -m pip install --quiet --user uv || python3 -m pip install --quiet --break-system-packages --user uv
+
+install: $(UV) ## install uv (if missing) and every dependency from uv.lock
+	$(UV) sync --locked
+
+run: install ## the hub on embedded PostgreSQL and Valkey (or MMHUB_DATABASE_URL / MMHUB_REDIS_URL)
+	$(UV) run mmhub dev
+
+test: install ## the whole suite on real PostgreSQL 16 and a real Redis-compatible server
+	@$(UV) run pytest $(PYTEST_ARGS); rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure here"; fi; exit $$rc
+
+lint: install ## ruff and black in check mode
+	$(UV) run ruff check .
+	$(UV) run black --check .
+
+fmt: install ## format and fix what ruff can
+	$(UV) run ruff check --fix .
+	$(UV) run black .
+
+typecheck: install ## mypy --strict on app/ and dispatch/
+	$(UV) run mypy app dispatch
+
+check: lint typecheck test ## everything CI runs
+
+migrate: install ## apply the database migrations
+	$(UV) run mmhub migrate
+
+bench: bench-ingest bench-dispatch ## every benchmark
+
+bench-ingest: install ## durable ingest vs a bare route, same server, same run
+	$(UV) run python -m benchmarks.ingest
+
+bench-dispatch: install ## draining a backlog and end-to-end latency vs a plain client
+	$(UV) run python -m benchmarks.dispatch

@@ -1,0 +1,105 @@
+"""`mmhub`: the hub's processes and the support engineers' commands."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Annotated
+
+import typer
+
+from app.cli.connections import resolve
+from app.logs import setup_logging
+from app.settings import ConfigError, Settings, load_settings
+
+cli = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+
+
+def settings_or_exit(*, own: bool = False) -> Settings:
+    """Load and resolve settings; a configuration error ends the command with one clear line."""
+    try:
+        settings = load_settings()
+        setup_logging(settings.log_level)
+        return resolve(settings, own=own)
+    except ConfigError as exc:
+        typer.secho(f"configuration error: {exc}", err=True, fg="red")
+        raise typer.Exit(2) from None
+
+
+@cli.command()
+def migrate() -> None:
+    """Apply the database migrations (alembic upgrade head)."""
+    from app.migrate import upgrade
+
+    settings = settings_or_exit()
+    upgrade(settings.require_database_url)
+    typer.echo("database migrated")
+
+
+@cli.command()
+def api(
+    host: Annotated[str | None, typer.Option(help="default MMHUB_HOST")] = None,
+    port: Annotated[int | None, typer.Option(help="default MMHUB_PORT")] = None,
+) -> None:
+    """Serve the HTTP API (ingest, admin, health, metrics)."""
+    import uvicorn
+
+    from app.main import create_app
+
+    settings = settings_or_exit()
+    uvicorn.run(
+        create_app(settings),
+        host=host or settings.host,
+        port=port if port is not None else settings.port,
+        log_config=None,
+        access_log=False,
+        loop="uvloop",
+        http="httptools",
+        timeout_graceful_shutdown=10,
+    )
+
+
+ROLES = ("api",)
+
+
+@cli.command()
+def dev() -> None:
+    """Embedded servers, migrations, then every process role in the foreground (Ctrl-C stops all)."""
+    from app.migrate import upgrade
+
+    settings = settings_or_exit(own=True)
+    upgrade(settings.require_database_url)
+    env = {
+        **os.environ,
+        "MMHUB_DATABASE_URL": settings.require_database_url,
+        "MMHUB_REDIS_URL": settings.require_redis_url,
+    }
+    children = [
+        subprocess.Popen([sys.executable, "-m", "app.cli", role], env=env)  # noqa: S603
+        for role in ROLES
+    ]
+    stopping = False
+
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    while not stopping and all(child.poll() is None for child in children):
+        time.sleep(0.2)
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    for child in children:
+        child.wait(timeout=30)
+    # The embedded servers stop through the atexit hook registered by resolve().
+    code = max((child.returncode or 0) for child in children) if not stopping else 0
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    cli()

@@ -1,0 +1,109 @@
+"""One error hierarchy for the API, rendered as RFC 9457 problem+json with the request id."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+
+from asgi_correlation_id import correlation_id
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+
+
+class HubError(Exception):
+    """An error with an HTTP status; the message is safe to show to the client."""
+
+    status = 500
+    title = "Internal Server Error"
+    headers: dict[str, str] = {}
+
+    def __init__(self, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra
+
+
+class BadRequest(HubError):
+    status, title = 400, "Malformed request"
+
+
+class Unauthorized(HubError):
+    status, title = 401, "Not authenticated"
+
+
+class Forbidden(HubError):
+    status, title = 403, "Forbidden"
+
+
+class NotFound(HubError):
+    status, title = 404, "Not found"
+
+
+class Conflict(HubError):
+    status, title = 409, "Conflict"
+
+
+class PayloadTooLarge(HubError):
+    status, title = 413, "Payload too large"
+
+
+class UnsupportedMediaType(HubError):
+    status, title = 415, "Unsupported media type"
+
+
+class Unprocessable(HubError):
+    status, title = 422, "Unprocessable content"
+
+
+class ServiceUnavailable(HubError):
+    status, title = 503, "Service unavailable"
+    headers = {"Retry-After": "5"}
+
+
+def problem(
+    status: int, title: str, detail: str, headers: dict[str, str] | None = None, **extra: Any
+) -> Response:
+    """A problem+json response carrying the request id, as every error reply does."""
+    body = {
+        "type": "about:blank",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "request_id": correlation_id.get(),
+        **extra,
+    }
+    return Response(orjson.dumps(body), status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Every error, ours or the framework's, leaves as problem+json; never a stack trace."""
+
+    @app.exception_handler(HubError)
+    async def _hub_error(request: Request, exc: HubError) -> Response:
+        if exc.status >= 500:
+            log.warning("%s: %s", exc.title, exc.detail)
+        return problem(exc.status, exc.title, exc.detail, exc.headers, **exc.extra)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> Response:
+        errors = [
+            {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()
+        ]
+        return problem(422, Unprocessable.title, "the request does not validate", errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        return problem(exc.status_code, str(exc.detail), str(exc.detail), exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unexpected error")
+        return problem(500, "Internal Server Error", "an unexpected error; see the hub's log")

@@ -1,0 +1,35 @@
+"""Reading request bodies within the size limit, and their media types."""
+
+from __future__ import annotations
+
+from fastapi import Request
+
+from app.errors import PayloadTooLarge
+
+
+async def read_body(request: Request) -> bytes:
+    """The whole body, refusing one over `MMHUB_MAX_BODY_BYTES` without reading it all."""
+    limit: int = request.app.state.settings.max_body_bytes
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"the body is {declared} bytes; the limit is {limit}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"the body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def media_type(request: Request) -> tuple[str, str | None]:
+    """The media type (lower case, no parameters) and the charset parameter, if any."""
+    raw = request.headers.get("content-type", "")
+    kind, _, params = raw.partition(";")
+    charset = None
+    for param in params.split(";"):
+        name, _, value = param.strip().partition("=")
+        if name.lower() == "charset" and value:
+            charset = value.strip('"').lower()
+    return kind.strip().lower(), charset

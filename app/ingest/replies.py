@@ -1,0 +1,36 @@
+"""The ingest reply models, for the OpenAPI document."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+
+class Accepted(BaseModel):
+    status: str = "accepted"
+    event_id: str
+    duplicate: bool
+    deliveries: int
+
+
+class Problem(BaseModel):
+    type: str
+    title: str
+    status: int
+    detail: str
+    request_id: str | None
+
+
+_PROBLEM = {"model": Problem, "content": {"application/problem+json": {}}}
+ERROR_REPLIES: dict[int | str, dict[str, Any]] = {
+    status: {**_PROBLEM, "description": text}
+    for status, text in {
+        400: "Malformed body",
+        401: "Not authenticated",
+        413: "Body over MMHUB_MAX_BODY_BYTES",
+        415: "Unsupported media type",
+        422: "Well-formed but unusable",
+        503: "Database unavailable; retry after Retry-After seconds",
+    }.items()
+}

@@ -1,0 +1,32 @@
+"""record_event(): route an accepted event and commit it with its deliveries."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import Request
+
+from app.ingest.committer import GroupCommitter
+from app.ingest.model import NewEvent, Outcome
+from app.ingest.routing import plan_deliveries
+from app.logs import bind
+from app.settings import Settings
+from app.telemetry import INGESTED
+
+log = logging.getLogger(__name__)
+
+
+async def record_event(request: Request, event: NewEvent) -> Outcome:
+    """Plan one delivery per routed target and wait until all of it is committed."""
+    settings: Settings = request.app.state.settings
+    committer: GroupCommitter = request.app.state.committer
+    event.deliveries = plan_deliveries(settings.hub, event.source, event.type)
+    bind(source=event.source, event_type=event.type, subject=event.subject)
+    outcome = await committer.submit(event)
+    bind(event_id=str(outcome.event_id))
+    INGESTED.add(1, {"source": event.source, "duplicate": str(outcome.duplicate).lower()})
+    if outcome.duplicate:
+        log.info("duplicate event: nothing stored")
+    else:
+        log.info("event accepted with %d deliveries", outcome.deliveries)
+    return outcome

@@ -1,0 +1,49 @@
+"""JSON logs through the standard `logging`: one object per line with the request and event context."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from contextvars import ContextVar
+from typing import Any
+
+from asgi_correlation_id import correlation_id
+from pythonjsonlogger.json import JsonFormatter
+
+# Fields an ingest or delivery sets while it works, so every line it logs carries them.
+log_context: ContextVar[dict[str, Any] | None] = ContextVar("log_context", default=None)
+
+
+def bind(**fields: Any) -> None:
+    """Add fields (event_id, source, event_type, delivery_id, …) to this task's log lines."""
+    log_context.set({**(log_context.get() or {}), **fields})
+
+
+class _ContextFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = correlation_id.get()
+        for key, value in (log_context.get() or {}).items():
+            setattr(record, key, value)
+        return True
+
+
+def setup_logging(level: str = "INFO") -> None:
+    """Replace the root handlers with one JSON handler on stderr (idempotent)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        JsonFormatter(
+            "{asctime}{levelname}{name}{message}",
+            style="{",
+            rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+            timestamp=False,
+        )
+    )
+    handler.addFilter(_ContextFilter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # uvicorn's access log repeats what our own lines say, at a cost per request.
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True
+    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)

@@ -1,0 +1,166 @@
+"""ORM models: events, their deliveries (the outbox) and every delivery attempt.
+
+Constraint names follow one convention so Alembic migrations stay stable and readable.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class DeliveryStatus(enum.StrEnum):
+    PENDING = "pending"
+    DELIVERING = "delivering"
+    DELIVERED = "delivered"
+    RETRYING = "retrying"
+    DEAD = "dead"
+    HELD = "held"
+    CANCELLED = "cancelled"
+
+
+# Deliveries still on their way: they hold later deliveries with the same ordering key.
+ACTIVE_STATUSES = (
+    DeliveryStatus.PENDING,
+    DeliveryStatus.DELIVERING,
+    DeliveryStatus.RETRYING,
+    DeliveryStatus.HELD,
+)
+_STATUS_LIST = ", ".join(f"'{s.value}'" for s in DeliveryStatus)
+_ACTIVE_LIST = ", ".join(f"'{s.value}'" for s in ACTIVE_STATUSES)
+
+
+class Event(Base):
+    __tablename__ = "events"
+    __table_args__ = (
+        UniqueConstraint("source", "dedup_key"),
+        Index(None, "subject"),
+        Index(None, "type", "received_at"),
+        Index(None, "received_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    source: Mapped[str] = mapped_column(Text)
+    type: Mapped[str] = mapped_column(Text)
+    subject: Mapped[str] = mapped_column(Text)
+    dedup_key: Mapped[str] = mapped_column(Text)
+    # For Bitrix24 the portal domain, for 1C empty: part of the CloudEvents `source` URN.
+    origin: Mapped[str | None] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    occurred_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    request_id: Mapped[str | None] = mapped_column(Text)
+    headers: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    # The body as received, with secret values masked.
+    raw_body: Mapped[bytes] = mapped_column(LargeBinary)
+
+    deliveries: Mapped[list[Delivery]] = relationship(back_populates="event")
+
+
+class Delivery(Base):
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        CheckConstraint(f"status IN ({_STATUS_LIST})", name="status"),
+        Index(None, "event_id"),
+        Index(None, "status", "target", "created_at"),
+        # The relay's and worker's question: what is due now for this target?
+        Index(
+            "ix_deliveries_due",
+            "target",
+            "next_attempt_at",
+            postgresql_where=text("status IN ('pending', 'retrying', 'delivering')"),
+        ),
+        # Ordering: is there an earlier active delivery with the same key?
+        Index(
+            "ix_deliveries_active_order",
+            "target",
+            "ordering_key",
+            "seq",
+            postgresql_where=text(f"status IN ({_ACTIVE_LIST})"),
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    # Acceptance order, for per-(target, subject) ordering.
+    seq: Mapped[int] = mapped_column(BigInteger, Identity(always=True))
+    event_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"))
+    route: Mapped[str] = mapped_column(Text)
+    target: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(Text, server_default=DeliveryStatus.PENDING.value)
+    attempt_count: Mapped[int] = mapped_column(Integer, server_default="0")
+    next_attempt_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    ordering_key: Mapped[str] = mapped_column(Text)
+    # While `delivering`: when the claim expires and the delivery is due again (visibility timeout).
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    event: Mapped[Event] = relationship(back_populates="deliveries")
+    attempts: Mapped[list[DeliveryAttempt]] = relationship(
+        back_populates="delivery", order_by="DeliveryAttempt.number"
+    )
+
+
+class DeliveryAttempt(Base):
+    __tablename__ = "delivery_attempts"
+    __table_args__ = (
+        Index(None, "delivery_id", "number"),
+        Index(None, "target", "started_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    delivery_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("deliveries.id", ondelete="CASCADE")
+    )
+    target: Mapped[str] = mapped_column(Text)
+    number: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    duration_ms: Mapped[int] = mapped_column(Integer)
+    http_status: Mapped[int | None] = mapped_column(Integer)
+    # None on success; else e.g. `timeout`, `connect`, `http_503`, `b24:QUERY_LIMIT_EXCEEDED`.
+    error_class: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    response_excerpt: Mapped[str | None] = mapped_column(Text)
+    outcome: Mapped[str] = mapped_column(Text)
+    manual: Mapped[bool] = mapped_column(Boolean, server_default="false")
+
+    delivery: Mapped[Delivery] = relationship(back_populates="attempts")

@@ -1,0 +1,127 @@
+"""One settings object: `MMHUB_` environment, `.env`, and the YAML hub configuration.
+
+The YAML file (`MMHUB_CONFIG`, default `mmhub.yaml`) holds sources, targets and routes; secrets in it
+are `${VAR}` references read from the environment (or `.env`), so the file itself can be committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from dotenv import dotenv_values
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from app.hubconfig import HubConfig
+
+log = logging.getLogger(__name__)
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+# Keys whose values are secrets: a literal value there means a secret was committed to the file.
+_SECRET_KEYS = {"password", "token", "application_token", "secret", "webhook_url"}
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the key."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MMHUB_", env_file=".env", extra="ignore")
+
+    database_url: str | None = None
+    redis_url: str | None = None
+    config: Path = Path("mmhub.yaml")
+    max_body_bytes: int = Field(default=2 * 1024 * 1024, gt=0)
+    state_dir: Path = Path(".mmhub")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    log_level: str = "INFO"
+    # Group commit: how many concurrent ingest requests share one transaction at most.
+    ingest_batch_max: int = Field(default=256, ge=1)
+    # The API's database pool; ingest uses a few connections for its group commits.
+    db_pool_size: int = Field(default=10, ge=1)
+    hub: HubConfig = Field(default_factory=HubConfig)
+
+    @property
+    def require_database_url(self) -> str:
+        if not self.database_url:
+            raise ConfigError("MMHUB_DATABASE_URL: not set and no embedded server was started")
+        return self.database_url
+
+    @property
+    def require_redis_url(self) -> str:
+        if not self.redis_url:
+            raise ConfigError("MMHUB_REDIS_URL: not set and no embedded server was started")
+        return self.redis_url
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the environment, `.env` and the YAML file; raise ConfigError naming the bad key."""
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, prefix="MMHUB_")) from None
+    if "hub" in overrides:
+        return settings
+    hub = load_hub_config(settings.config, explicit="MMHUB_CONFIG" in os.environ)
+    return settings.model_copy(update={"hub": hub})
+
+
+def load_hub_config(path: Path, *, explicit: bool = True) -> HubConfig:
+    """Parse and validate the YAML file; a missing default file means an empty hub."""
+    if not path.exists():
+        if explicit:
+            raise ConfigError(f"MMHUB_CONFIG: file not found: {path}")
+        log.warning("no configuration file at %s: no sources, targets or routes", path)
+        return HubConfig()
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    env = {**{k: v for k, v in dotenv_values(".env").items() if v is not None}, **os.environ}
+    expanded = _expand(raw, env, path="")
+    try:
+        return HubConfig.model_validate(expanded)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {_describe(exc)}") from None
+
+
+def _expand(node: Any, env: dict[str, str], path: str) -> Any:
+    """Replace `${VAR}` / `${VAR:-default}` everywhere; an unset variable is an error naming the key."""
+    if isinstance(node, dict):
+        return {k: _expand(v, env, f"{path}.{k}" if path else str(k)) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_expand(v, env, f"{path}.{i}") for i, v in enumerate(node)]
+    if not isinstance(node, str):
+        return node
+    if path.rsplit(".", 1)[-1] in _SECRET_KEYS and not _VAR.search(node):
+        log.warning("%s: a literal secret in the YAML file; use ${VAR} from the environment", path)
+
+    def substitute(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in env:
+            return env[name]
+        if default is not None:
+            return default
+        raise ConfigError(f"{path}: environment variable {name} is not set")
+
+    return _VAR.sub(substitute, node)
+
+
+def _describe(exc: ValidationError, prefix: str = "") -> str:
+    """One line per problem, each naming its key the way the user wrote it."""
+    lines = []
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"])
+        if prefix and len(error["loc"]) == 1:
+            key = prefix + key.upper()
+        message = str(error["msg"]).removeprefix("Value error, ")
+        lines.append(f"{key}: {message}" if key else message)
+    return "; ".join(lines)
