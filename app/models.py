@@ -129,6 +129,8 @@ class Delivery(Base):
     ordering_key: Mapped[str] = mapped_column(Text)
     # While `delivering`: when the claim expires and the delivery is due again (visibility timeout).
     lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Who holds the claim: a worker records its result only while its token is still there.
+    claim_token: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
@@ -148,9 +150,7 @@ class DeliveryAttempt(Base):
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
-    delivery_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("deliveries.id", ondelete="CASCADE")
-    )
+    delivery_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("deliveries.id", ondelete="CASCADE"))
     target: Mapped[str] = mapped_column(Text)
     number: Mapped[int] = mapped_column(Integer)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
@@ -164,3 +164,20 @@ class DeliveryAttempt(Base):
     manual: Mapped[bool] = mapped_column(Boolean, server_default="false")
 
     delivery: Mapped[Delivery] = relationship(back_populates="attempts")
+
+
+class TargetState(Base):
+    """Per-target switches every worker honours: an operator's pause, the circuit breaker."""
+
+    __tablename__ = "target_states"
+
+    target: Mapped[str] = mapped_column(Text, primary_key=True)
+    paused: Mapped[bool] = mapped_column(Boolean, server_default="false")
+    paused_reason: Mapped[str | None] = mapped_column(Text)
+    paused_by: Mapped[str | None] = mapped_column(Text)
+    paused_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Set while the breaker is not closed: open until then, half-open (one probe) after it.
+    breaker_open_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Failures before this moment no longer count (the breaker closed then).
+    breaker_reset_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -22,6 +22,7 @@ from app.hubconfig import HubConfig
 log = logging.getLogger(__name__)
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_REF = re.compile(r"__mmhub_ref_(\d+)__")
 # Keys whose values are secrets: a literal value there means a secret was committed to the file.
 _SECRET_KEYS = {"password", "token", "application_token", "secret", "webhook_url"}
 
@@ -79,40 +80,54 @@ def load_hub_config(path: Path, *, explicit: bool = True) -> HubConfig:
             raise ConfigError(f"MMHUB_CONFIG: file not found: {path}")
         log.warning("no configuration file at %s: no sources, targets or routes", path)
         return HubConfig()
+    # `${VAR}` is not valid YAML inside a flow mapping (`{password: ${PW}}`), so each reference is
+    # swapped for an inert token before parsing and evaluated afterwards, in place: a value from
+    # the environment can never change the structure of the file.
+    references: list[str] = []
+
+    def park(match: re.Match[str]) -> str:
+        references.append(match.group(0))
+        return f"__mmhub_ref_{len(references) - 1}__"
+
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = yaml.safe_load(_VAR.sub(park, path.read_text(encoding="utf-8"))) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping")
     env = {**{k: v for k, v in dotenv_values(".env").items() if v is not None}, **os.environ}
-    expanded = _expand(raw, env, path="")
+    expanded = _expand(raw, env, references, path="")
     try:
         return HubConfig.model_validate(expanded)
     except ValidationError as exc:
         raise ConfigError(f"{path}: {_describe(exc)}") from None
 
 
-def _expand(node: Any, env: dict[str, str], path: str) -> Any:
-    """Replace `${VAR}` / `${VAR:-default}` everywhere; an unset variable is an error naming the key."""
+def _expand(node: Any, env: dict[str, str], references: list[str], path: str) -> Any:
+    """Evaluate `${VAR}` / `${VAR:-default}` everywhere; an unset variable is an error naming the key."""
     if isinstance(node, dict):
-        return {k: _expand(v, env, f"{path}.{k}" if path else str(k)) for k, v in node.items()}
+        return {
+            k: _expand(v, env, references, f"{path}.{k}" if path else str(k))
+            for k, v in node.items()
+        }
     if isinstance(node, list):
-        return [_expand(v, env, f"{path}.{i}") for i, v in enumerate(node)]
+        return [_expand(v, env, references, f"{path}.{i}") for i, v in enumerate(node)]
     if not isinstance(node, str):
         return node
-    if path.rsplit(".", 1)[-1] in _SECRET_KEYS and not _VAR.search(node):
+    if path.rsplit(".", 1)[-1] in _SECRET_KEYS and not _REF.search(node):
         log.warning("%s: a literal secret in the YAML file; use ${VAR} from the environment", path)
 
     def substitute(match: re.Match[str]) -> str:
-        name, default = match.group(1), match.group(2)
+        reference = _VAR.fullmatch(references[int(match.group(1))])
+        assert reference is not None
+        name, default = reference.group(1), reference.group(2)
         if name in env:
             return env[name]
         if default is not None:
             return default
         raise ConfigError(f"{path}: environment variable {name} is not set")
 
-    return _VAR.sub(substitute, node)
+    return _REF.sub(substitute, node)
 
 
 def _describe(exc: ValidationError, prefix: str = "") -> str:

@@ -16,7 +16,9 @@ INGEST_REJECTED = _meter.create_counter(
     "mmhub_ingest_rejected", unit="{request}", description="Webhook requests refused, by status"
 )
 DELIVERY_ATTEMPTS = _meter.create_counter(
-    "mmhub_delivery_attempts", unit="{attempt}", description="Delivery attempts by target and outcome"
+    "mmhub_delivery_attempts",
+    unit="{attempt}",
+    description="Delivery attempts by target and outcome",
 )
 DELIVERY_DURATION = _meter.create_histogram(
     "mmhub_delivery_duration", unit="s", description="Time a target took to answer"

@@ -81,7 +81,9 @@ def settings_for(urls: tuple[str, str]) -> Callable[..., Settings]:
 
 
 @pytest.fixture
-async def hub(settings_for: Callable[..., Settings], engine: AsyncEngine) -> AsyncIterator[HubClient]:
+async def hub(
+    settings_for: Callable[..., Settings], engine: AsyncEngine
+) -> AsyncIterator[HubClient]:
     """The real ASGI app with the fixture portals, a 1C source and routes to two targets."""
     from tests.hub_config import HUB_CONFIG
 

@@ -78,8 +78,7 @@ def dev() -> None:
         "MMHUB_REDIS_URL": settings.require_redis_url,
     }
     children = [
-        subprocess.Popen([sys.executable, "-m", "app.cli", role], env=env)  # noqa: S603
-        for role in ROLES
+        subprocess.Popen([sys.executable, "-m", "app.cli", role], env=env) for role in ROLES
     ]
     stopping = False
 

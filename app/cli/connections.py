@@ -24,7 +24,11 @@ def resolve(settings: Settings, *, own: bool = False) -> Settings:
     if started or own:
         if own:
             servers.adopt()
-        log.info("embedded PostgreSQL on port %d, Valkey on port %d", runtime.pg_port, runtime.valkey_port)
+        log.info(
+            "embedded PostgreSQL on port %d, Valkey on port %d",
+            runtime.pg_port,
+            runtime.valkey_port,
+        )
         atexit.register(servers.stop)
     return settings.model_copy(
         update={

@@ -97,11 +97,15 @@ class GroupCommitter:
             if rows:
                 await conn.execute(insert(Delivery), rows)
                 await conn.execute(text(f"SELECT pg_notify('{NOTIFY_CHANNEL}', '')"))
-            existing = await self._existing_ids(conn, [k for k, e in firsts.items() if e not in stored])
+            existing = await self._existing_ids(
+                conn, [k for k, e in firsts.items() if e not in stored]
+            )
         return [_outcome(e, firsts, new_ids, existing) for e in events]
 
     @staticmethod
-    async def _existing_ids(conn: Any, keys: list[tuple[str, str]]) -> dict[tuple[str, str], uuid.UUID]:
+    async def _existing_ids(
+        conn: Any, keys: list[tuple[str, str]]
+    ) -> dict[tuple[str, str], uuid.UUID]:
         if not keys:
             return {}
         result = await conn.execute(

@@ -1,0 +1,83 @@
+"""POST /webhooks/bitrix24: outgoing webhooks and application events from Bitrix24 portals."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from asgi_correlation_id import correlation_id
+from fastapi import APIRouter, Depends, Request
+
+from app.errors import BadRequest, Unprocessable, UnsupportedMediaType
+from app.ingest.body import media_type, read_body
+from app.ingest.model import NewEvent
+from app.ingest.replies import ERROR_REPLIES, Accepted
+from app.ingest.scrub import mask_secrets, safe_headers
+from app.ingest.service import record_event
+from app.secrets import redact, secret_values
+from app.sources.bitrix24.parse import Bitrix24Event, parse_b24
+from app.sources.bitrix24.phpform import parse_php_form
+from app.sources.bitrix24.verify import authenticate
+from app.sources.errors import MalformedError, ShapeError
+
+router = APIRouter(tags=["ingest"])
+
+
+@router.post("/webhooks/bitrix24", response_model=Accepted, responses=ERROR_REPLIES)
+async def bitrix24_webhook(request: Request, body: bytes = Depends(read_body)) -> dict[str, Any]:
+    """Accept one Bitrix24 event once it is committed with its deliveries."""
+    payload = _parse_body(request, body)
+    authenticate(request.app.state.settings.hub.sources.bitrix24, payload)
+    try:
+        parsed = parse_b24(payload)
+    except ShapeError as exc:
+        raise Unprocessable(str(exc)) from None
+    event = NewEvent(
+        source="bitrix24",
+        type=parsed.event,
+        subject=parsed.subject,
+        dedup_key=_dedup_key(request, parsed, body),
+        payload=redact(payload),
+        raw_body=mask_secrets(body, secret_values(payload)),
+        headers=safe_headers(request.headers),
+        origin=parsed.domain,
+        occurred_at=_timestamp(parsed.ts),
+        request_id=correlation_id.get(),
+    )
+    outcome = await record_event(request, event)
+    return outcome.reply()
+
+
+def _parse_body(request: Request, body: bytes) -> dict[str, Any]:
+    kind, _ = media_type(request)
+    try:
+        if kind == "application/x-www-form-urlencoded":
+            return parse_php_form(body)
+        if kind == "application/json":
+            parsed = orjson.loads(body)
+            if isinstance(parsed, dict):
+                return parsed
+            raise BadRequest("a JSON body must be an object")
+    except (MalformedError, orjson.JSONDecodeError) as exc:
+        raise BadRequest(f"the body cannot be parsed: {exc}") from None
+    raise UnsupportedMediaType(
+        f"expected application/x-www-form-urlencoded or application/json, got {kind or 'none'}"
+    )
+
+
+def _dedup_key(request: Request, event: Bitrix24Event, body: bytes) -> str:
+    """Bitrix24 sends no event id: (portal, event, subject, ts) identifies a delivery of it."""
+    if key := request.headers.get("idempotency-key"):
+        return f"key:{key}"
+    portal = event.member_id or event.domain
+    if portal and event.ts:
+        return f"{portal}:{event.event}:{event.subject}:{event.ts}"
+    return "sha256:" + hashlib.sha256(body).hexdigest()
+
+
+def _timestamp(ts: str | None) -> datetime | None:
+    if ts and ts.isdigit():
+        return datetime.fromtimestamp(int(ts), tz=UTC)
+    return None
