@@ -31,8 +31,8 @@ fmt: install ## format and fix what ruff can
 	$(UV) run ruff check --fix .
 	$(UV) run black .
 
-typecheck: install ## mypy --strict on app/ and dispatch/
-	$(UV) run mypy app dispatch
+typecheck: install ## mypy --strict on app/, dispatch/ and cli/
+	$(UV) run mypy app dispatch cli
 
 check: lint typecheck test ## everything CI runs
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from dotenv import dotenv_values
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.durations import Duration
 from app.hubconfig import HubConfig
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,13 @@ class Settings(BaseSettings):
     ingest_batch_max: int = Field(default=256, ge=1)
     # The API's database pool; ingest uses a few connections for its group commits.
     db_pool_size: int = Field(default=10, ge=1)
+    # Dispatch: a claimed delivery whose worker vanished is due again after this long.
+    visibility_timeout: Duration = timedelta(seconds=60)
+    # The relay wakes on NOTIFY; this poll catches retries that fall due and jobs Redis lost.
+    relay_poll_interval: Duration = timedelta(seconds=1)
+    # One drain job delivers for at most this long, then hands over so other targets get a turn.
+    drain_budget: Duration = timedelta(seconds=20)
+    queue_name: str = "mmhub"
     hub: HubConfig = Field(default_factory=HubConfig)
 
     @property

@@ -7,13 +7,15 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
 
-from app.cli.connections import resolve
+from app.hubconfig import HubConfig
 from app.logs import setup_logging
 from app.settings import ConfigError, Settings, load_settings
+from cli.connections import resolve
 
 cli = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
@@ -62,7 +64,51 @@ def api(
     )
 
 
-ROLES = ("api",)
+@cli.command()
+def relay() -> None:
+    """Move committed, due deliveries to the queue (wakes on NOTIFY, polls for retries)."""
+    import asyncio
+    import signal as signals
+
+    from dispatch.relay import run_relay
+    from dispatch.ssrf import check_targets
+
+    settings = settings_or_exit()
+    _check_targets(check_targets, settings)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signals.SIGINT, signals.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await run_relay(settings, stop)
+
+    asyncio.run(main())
+
+
+@cli.command()
+def worker(
+    burst: Annotated[bool, typer.Option(help="exit when the queue is empty")] = False,
+) -> None:
+    """Deliver: take drain jobs from the queue (an RQ SimpleWorker, see dispatch/worker.py)."""
+    from dispatch.ssrf import check_targets
+    from dispatch.worker import run_worker
+
+    settings = settings_or_exit()
+    _check_targets(check_targets, settings)
+    run_worker(settings, burst=burst)
+
+
+def _check_targets(check: Callable[[HubConfig], None], settings: Settings) -> None:
+    """Refuse to start on a target URL in a private range (unless the target allows it)."""
+    try:
+        check(settings.hub)
+    except ValueError as exc:
+        typer.secho(f"configuration error: {exc}", err=True, fg="red")
+        raise typer.Exit(2) from None
+
+
+ROLES = ("api", "relay", "worker")
 
 
 @cli.command()
@@ -77,9 +123,7 @@ def dev() -> None:
         "MMHUB_DATABASE_URL": settings.require_database_url,
         "MMHUB_REDIS_URL": settings.require_redis_url,
     }
-    children = [
-        subprocess.Popen([sys.executable, "-m", "app.cli", role], env=env) for role in ROLES
-    ]
+    children = [subprocess.Popen([sys.executable, "-m", "cli", role], env=env) for role in ROLES]
     stopping = False
 
     def stop(signum: int, _frame: object) -> None:

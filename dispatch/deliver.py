@@ -1,0 +1,241 @@
+"""drain(): claim due deliveries of one target, send them, record every attempt, set the next state.
+
+A claim is one UPDATE … FOR UPDATE SKIP LOCKED, so no two workers ever hold the same delivery; the
+claim carries a token and a lease, and a result is recorded only while the token is still ours.
+Ordering: a delivery is claimable only when no earlier delivery with the same (target, ordering key)
+is still on its way, so a retrying head holds the ones behind it and every other key flows on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import Table, bindparam, func, insert, text, update
+
+from app.hubconfig import Target as TargetSpec
+from app.models import Delivery, DeliveryAttempt
+from app.target_states import hold_waiting
+from app.telemetry import DELIVERY_ATTEMPTS, DELIVERY_DURATION
+from dispatch.limits import Gate, gate, judge_breaker
+from dispatch.retry import next_step
+from dispatch.runtime import Runtime
+from dispatch.targets.base import AttemptResult, Outbound
+from dispatch.targets.cloudevent import build_cloudevent
+
+log = logging.getLogger(__name__)
+
+_CLAIM = text("""
+WITH due AS (
+    SELECT d.id FROM deliveries d
+    WHERE d.target = :target
+      AND d.status IN ('pending', 'retrying', 'delivering')
+      AND d.next_attempt_at <= now()
+      AND (d.status <> 'delivering' OR d.lease_until < now())
+      AND NOT EXISTS (
+          SELECT 1 FROM deliveries e
+          WHERE e.target = d.target AND e.ordering_key = d.ordering_key AND e.seq < d.seq
+            AND e.status IN ('pending', 'delivering', 'retrying', 'held'))
+    ORDER BY d.next_attempt_at
+    LIMIT :limit
+    FOR UPDATE OF d SKIP LOCKED
+)
+UPDATE deliveries d
+SET status = 'delivering', claim_token = :token, updated_at = now(),
+    lease_until = now() + make_interval(secs => :lease)
+FROM due, events ev
+WHERE d.id = due.id AND ev.id = d.event_id
+RETURNING d.id, d.route, d.attempt_count, ev.id AS event_id, ev.source, ev.type, ev.subject,
+          ev.origin, ev.occurred_at, ev.received_at, ev.payload, ev.request_id
+""")
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    delivery_id: uuid.UUID
+    attempt_number: int
+    outbound: Outbound
+    token: uuid.UUID  # the claim's; recording checks it is still ours
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    claimed: Claimed
+    started_at: datetime
+    result: AttemptResult
+
+
+async def drain(rt: Runtime, target: str, budget: float, *, lanes: int = 2) -> int:
+    """Deliver what is due for `target` until nothing is, or `budget` seconds passed; returns count."""
+    spec = rt.settings.hub.targets.get(target)
+    if spec is None:
+        log.warning("deliveries wait for target %r, which is not configured", target)
+        return 0
+    deadline = asyncio.get_running_loop().time() + budget
+    # Two lanes overlap one batch's database work with another batch's requests.
+    counts = await asyncio.gather(*(_lane(rt, target, spec, deadline, i) for i in range(lanes)))
+    return sum(counts)
+
+
+async def _lane(rt: Runtime, target: str, spec: TargetSpec, deadline: float, lane: int) -> int:
+    loop = asyncio.get_running_loop()
+    done = 0
+    while loop.time() < deadline:
+        async with rt.sessions.begin() as session:
+            state = await gate(session, target)
+            if state in (Gate.PAUSED, Gate.OPEN):
+                held = await hold_waiting(session, target)
+                if held:
+                    log.info("target %s is %s: %d deliveries held", target, state.value, held)
+                return done
+        if state is Gate.HALF_OPEN and lane > 0:
+            return done  # one probe at a time
+        limit = 1 if state is Gate.HALF_OPEN else _batch_size(spec)
+        batch = await _claim(rt, target, spec, limit)
+        if not batch:
+            return done
+        sent = await asyncio.gather(*(_send(rt, target, spec, c) for c in batch))
+        await _record(rt, target, spec, sent, probe=state is Gate.HALF_OPEN)
+        done += len(batch)
+    return done
+
+
+def _batch_size(spec: TargetSpec) -> int:
+    if spec.rate_limit is None:
+        return spec.concurrency
+    # Claim no more than the bucket lets out in a few seconds, so leases are not spent waiting.
+    return max(1, min(spec.concurrency, int(spec.rate_limit.per_second * 5)))
+
+
+def _lease_seconds(rt: Runtime, target: str, spec: TargetSpec, limit: int) -> float:
+    timeout = rt.settings.hub.retry_for(target).timeout.total_seconds()
+    waiting = limit / spec.rate_limit.per_second if spec.rate_limit else 0.0
+    return max(rt.settings.visibility_timeout.total_seconds(), timeout + waiting + 1)
+
+
+async def _claim(rt: Runtime, target: str, spec: TargetSpec, limit: int) -> list[Claimed]:
+    token = uuid.uuid4()
+    params = {
+        "target": target,
+        "limit": limit,
+        "token": token,
+        "lease": _lease_seconds(rt, target, spec, limit),
+    }
+    async with rt.sessions.begin() as session:
+        rows = (await session.execute(_CLAIM, params)).mappings().all()
+    return [_claimed(rt, target, row, token) for row in rows]
+
+
+def _claimed(rt: Runtime, target: str, row: Any, token: uuid.UUID) -> Claimed:
+    method, params = _route_call(rt, row["route"], target)
+    event = build_cloudevent({**row, "id": row["event_id"]})
+    outbound = Outbound(
+        delivery_id=row["id"],
+        event=event,
+        request_id=row["request_id"],
+        traceparent=_traceparent(row["event_id"]),
+        method=method,
+        params=params,
+    )
+    return Claimed(row["id"], row["attempt_count"] + 1, outbound, token)
+
+
+def _route_call(rt: Runtime, route: str, target: str) -> tuple[str | None, dict[str, Any] | None]:
+    """The Bitrix24 method and params template the route names for this target."""
+    for configured in rt.settings.hub.routes:
+        if configured.name == route:
+            for hop in configured.to:
+                if hop.target == target:
+                    return hop.method, hop.params
+    return None, None
+
+
+def _traceparent(event_id: uuid.UUID) -> str:
+    """W3C trace context: one trace per event (its id), one span per attempt."""
+    return f"00-{event_id.hex}-{random.getrandbits(64):016x}-01"
+
+
+async def _send(rt: Runtime, target: str, spec: TargetSpec, claimed: Claimed) -> Sent:
+    bucket = rt.buckets.get(target)
+    async with rt.slots[target]:
+        while bucket is not None and (wait := await bucket.take()) > 0:
+            await asyncio.sleep(wait)
+        started = datetime.now().astimezone()
+        timeout = rt.settings.hub.retry_for(target).timeout.total_seconds()
+        result = await rt.targets[target].send(rt.http, claimed.outbound, timeout)
+    DELIVERY_ATTEMPTS.add(1, {"target": target, "outcome": result.outcome})
+    DELIVERY_DURATION.record(result.duration_ms / 1000, {"target": target})
+    return Sent(claimed, started, result)
+
+
+# Core statements (not ORM bulk operations): executemany with our own WHERE clause.
+_delivery_table = cast(Table, Delivery.__table__)
+_deliveries = _delivery_table.c
+_ATTEMPT = insert(cast(Table, DeliveryAttempt.__table__))
+_SETTLE = (
+    update(_delivery_table)
+    .where(_deliveries.id == bindparam("d_id"), _deliveries.claim_token == bindparam("d_token"))
+    .values(
+        status=bindparam("d_status"),
+        attempt_count=_deliveries.attempt_count + 1,
+        next_attempt_at=func.coalesce(
+            bindparam("d_next", type_=_deliveries.next_attempt_at.type), _deliveries.next_attempt_at
+        ),
+        last_error=bindparam("d_error"),
+        delivered_at=bindparam("d_delivered", type_=_deliveries.delivered_at.type),
+        lease_until=None,
+        claim_token=None,
+        updated_at=func.now(),
+    )
+)
+
+
+async def _record(
+    rt: Runtime, target: str, spec: TargetSpec, sent: list[Sent], *, probe: bool
+) -> None:
+    """Write the attempts and the deliveries' next states in one transaction."""
+    policy = rt.settings.hub.retry_for(target)
+    attempts, settles = [], []
+    for item in sent:
+        result, claimed = item.result, item.claimed
+        decision = next_step(policy, claimed.attempt_number, result)
+        attempts.append(
+            {
+                "delivery_id": claimed.delivery_id,
+                "target": target,
+                "number": claimed.attempt_number,
+                "started_at": item.started_at,
+                "duration_ms": result.duration_ms,
+                "http_status": result.http_status,
+                "error_class": result.error_class,
+                "error": result.error,
+                "response_excerpt": result.response_excerpt,
+                "outcome": result.outcome,
+            }
+        )
+        settles.append(
+            {
+                "d_id": claimed.delivery_id,
+                "d_token": claimed.token,
+                "d_status": decision.state,
+                "d_next": item.started_at + decision.delay if decision.delay else None,
+                "d_error": decision.reason,
+                "d_delivered": item.started_at if decision.state == "delivered" else None,
+            }
+        )
+        if decision.state == "dead":
+            log.warning(
+                "delivery %s to %s is dead: %s", claimed.delivery_id, target, decision.reason
+            )
+    async with rt.sessions.begin() as session:
+        await session.execute(_ATTEMPT, attempts)
+        await session.execute(_SETTLE, settles)
+        probe_ok = sent[0].result.outcome == "delivered" if probe else None
+        state = await judge_breaker(session, target, spec.circuit_breaker, probe_ok)
+        if state is Gate.OPEN:
+            log.warning("circuit breaker for %s is open", target)

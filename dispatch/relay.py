@@ -1,0 +1,101 @@
+"""The relay: committed, due deliveries → RQ drain jobs, one per target.
+
+It wakes on the NOTIFY that ingest sends in the same transaction as the deliveries (so a fresh
+event leaves within milliseconds of its commit, never before), and polls every
+`MMHUB_RELAY_POLL_INTERVAL` for retries that fall due, leases that expired (a worker died) and jobs
+that Redis lost. Several relays may run: the per-target key in `handover` lets one job through.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import asyncpg
+from redis import Redis
+from redis.exceptions import RedisError
+from rq import Queue
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.db import make_engine
+from app.ingest.committer import NOTIFY_CHANNEL
+from app.settings import Settings
+from dispatch.handover import enqueue_drain
+
+log = logging.getLogger(__name__)
+
+_DUE_TARGETS = text("""
+SELECT t.target FROM unnest(CAST(:targets AS text[])) AS t(target)
+WHERE EXISTS (
+    SELECT 1 FROM deliveries d
+    WHERE d.target = t.target AND d.status IN ('pending', 'retrying', 'delivering')
+      AND d.next_attempt_at <= now() AND (d.status <> 'delivering' OR d.lease_until < now()))
+""")
+# Held deliveries go back to waiting once their target is neither paused nor broken open.
+_RELEASE_HELD = text("""
+UPDATE deliveries SET status = CASE WHEN attempt_count > 0 THEN 'retrying' ELSE 'pending' END,
+       next_attempt_at = now(), updated_at = now()
+WHERE status = 'held' AND target NOT IN (
+    SELECT target FROM target_states WHERE paused OR breaker_open_until > now())
+""")
+
+
+async def relay_once(engine: AsyncEngine, queue: Queue, targets: list[str]) -> list[str]:
+    """One pass: release held deliveries, enqueue a drain for every target with due work."""
+    async with engine.begin() as conn:
+        await conn.execute(_RELEASE_HELD)
+        due = list((await conn.execute(_DUE_TARGETS, {"targets": targets})).scalars())
+    return [target for target in due if enqueue_drain(queue, target)]
+
+
+async def run_relay(settings: Settings, stop: asyncio.Event) -> None:
+    """Relay until `stop` is set; database and Redis outages are waited out, not fatal."""
+    engine = make_engine(settings.require_database_url, pool_size=2, application_name="mmhub-relay")
+    queue = Queue(settings.queue_name, connection=Redis.from_url(settings.require_redis_url))
+    targets = sorted(settings.hub.targets)
+    wake = asyncio.Event()
+    listener = asyncio.create_task(_listen(settings.require_database_url, wake, stop))
+    poll = settings.relay_poll_interval.total_seconds()
+    log.info("relay started for targets %s", ", ".join(targets) or "(none)")
+    try:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), poll)
+            wake.clear()
+            try:
+                enqueued = await relay_once(engine, queue, targets)
+            except (SQLAlchemyError, OSError, RedisError) as exc:
+                log.warning("relay pass failed, retrying: %s", type(exc).__name__)
+                await asyncio.sleep(poll)
+                continue
+            if enqueued:
+                log.debug("drain jobs enqueued for %s", ", ".join(enqueued))
+    finally:
+        listener.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listener
+        await engine.dispose()
+
+
+async def _listen(database_url: str, wake: asyncio.Event, stop: asyncio.Event) -> None:
+    """LISTEN on the ingest channel, reconnecting after outages; every NOTIFY wakes the relay."""
+    dsn = make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    while not stop.is_set():
+        try:
+            conn = await asyncpg.connect(dsn, timeout=5)
+        except (OSError, asyncpg.PostgresError, TimeoutError):
+            await asyncio.sleep(1)
+            continue
+        lost = asyncio.Event()
+        conn.add_termination_listener(lambda _conn: lost.set())
+        await conn.add_listener(NOTIFY_CHANNEL, lambda *_args: wake.set())
+        wake.set()  # anything committed while we were not listening is picked up now
+        try:
+            await lost.wait()
+        finally:
+            with contextlib.suppress(Exception):
+                await conn.close()

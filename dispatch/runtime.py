@@ -1,0 +1,98 @@
+"""What a worker process holds for its whole life: one event loop, pools, an HTTP session.
+
+RQ calls our jobs as plain functions. Running each on `asyncio.run` would build and throw away the
+database pool, the HTTP connection pool and the Redis client every time, so the worker keeps one
+loop and one set of connections, and jobs run their coroutines on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import aiohttp
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from app.db import make_engine, make_sessionmaker
+from app.settings import Settings
+from dispatch.limits import TokenBucket
+from dispatch.targets import build_target
+from dispatch.targets.base import Target
+
+T = TypeVar("T")
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    redis: Redis
+    http: aiohttp.ClientSession
+    targets: dict[str, Target]
+    buckets: dict[str, TokenBucket]
+    # Caps concurrent requests per target within this process.
+    slots: dict[str, asyncio.Semaphore] = field(default_factory=dict)
+
+    @classmethod
+    async def open(cls, settings: Settings) -> Runtime:
+        engine = make_engine(
+            settings.require_database_url, pool_size=4, application_name="mmhub-dispatch"
+        )
+        redis = Redis.from_url(settings.require_redis_url, socket_timeout=5)
+        hub = settings.hub
+        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=60)
+        http = aiohttp.ClientSession(connector=connector, auto_decompress=True)
+        return cls(
+            settings=settings,
+            engine=engine,
+            sessions=make_sessionmaker(engine),
+            redis=redis,
+            http=http,
+            targets={name: build_target(name, spec) for name, spec in hub.targets.items()},
+            buckets={
+                name: TokenBucket(redis, name, spec.rate_limit)
+                for name, spec in hub.targets.items()
+                if spec.rate_limit is not None
+            },
+            slots={name: asyncio.Semaphore(spec.concurrency) for name, spec in hub.targets.items()},
+        )
+
+    async def close(self) -> None:
+        await self.http.close()
+        await self.redis.aclose()
+        await self.engine.dispose()
+
+
+class LoopRunner:
+    """Owns the worker's event loop and its Runtime; `run()` executes one job's coroutine."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.runtime = self.loop.run_until_complete(Runtime.open(settings))
+
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return self.loop.run_until_complete(coroutine)
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.runtime.close())
+        self.loop.close()
+
+
+_runner: LoopRunner | None = None
+
+
+def install(settings: Settings) -> LoopRunner:
+    """Create this process's runner (the worker calls it once, before taking jobs)."""
+    global _runner
+    _runner = LoopRunner(settings)
+    return _runner
+
+
+def runner() -> LoopRunner:
+    if _runner is None:
+        raise RuntimeError("the dispatch runtime is not installed in this process")
+    return _runner

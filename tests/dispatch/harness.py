@@ -1,0 +1,78 @@
+"""Shared pieces for delivery tests: a hub whose targets are fake servers, and helpers to drive it."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.models import Delivery, DeliveryAttempt
+from tests.fixture_files import fixture_bytes
+from tests.http_app import HubClient
+from tests.hub_config import HUB_CONFIG
+
+FORM = {"content-type": "application/x-www-form-urlencoded"}
+DEAL = fixture_bytes("bitrix24/webhook-deal-add.form")
+
+
+def hub_with_target(url: str, **target: Any) -> dict[str, Any]:
+    """The test hub with every Bitrix24 deal routed to one `onec` target `erp` at `url`."""
+    config = copy.deepcopy(HUB_CONFIG)
+    config["targets"] = {
+        "erp": {"kind": "onec", "url": url, "allow_private": True, **target},
+    }
+    config["routes"] = [
+        {
+            "name": "deals-to-erp",
+            "from": {"source": "bitrix24", "events": ["ONCRMDEAL*"]},
+            "to": ["erp"],
+        }
+    ]
+    config["retry"] = {"schedule": ["50ms", "50ms", "50ms"], "timeout": "2s"}
+    return config
+
+
+def deal(deal_id: int, ts: int = 1766047124) -> bytes:
+    """The deal fixture for another deal id and time (a distinct event)."""
+    return DEAL.replace(b"=7405&", f"={deal_id}&".encode()).replace(
+        b"ts=1766047124", f"ts={ts}".encode()
+    )
+
+
+async def ingest(client: HubClient, *bodies: bytes) -> list[str]:
+    ids = []
+    for body in bodies:
+        reply = await client.post("/webhooks/bitrix24", content=body, headers=FORM)
+        assert reply.status_code == 200, reply.text
+        ids.append(reply.json()["event_id"])
+    return ids
+
+
+async def deliveries(engine: AsyncEngine) -> list[Any]:
+    async with engine.connect() as conn:
+        return list((await conn.execute(select(Delivery).order_by(Delivery.seq))).all())
+
+
+async def attempts(engine: AsyncEngine) -> list[Any]:
+    async with engine.connect() as conn:
+        query = select(DeliveryAttempt).order_by(DeliveryAttempt.id)
+        return list((await conn.execute(query)).all())
+
+
+async def make_due(engine: AsyncEngine) -> None:
+    """Skip the retry delays: every waiting delivery is due now."""
+    async with engine.begin() as conn:
+        await conn.execute(text("UPDATE deliveries SET next_attempt_at = now()"))
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], seconds: float = 20) -> None:
+    """Wait until `check()` holds; fail after `seconds` (a bound, not a speed assertion)."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not await check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.05)
