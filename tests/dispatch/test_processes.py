@@ -9,7 +9,6 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-
 import pytest
 import yaml
 from redis.asyncio import Redis
