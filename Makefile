@@ -16,8 +16,12 @@ $(UV):
 install: $(UV) ## install uv (if missing) and every dependency from uv.lock
 	$(UV) sync --locked
 
+# Without ./mmhub.yaml (or MMHUB_CONFIG), run the bundled dev configuration with its local sink.
+DEV_DEFAULT := $(if $(or $(MMHUB_CONFIG),$(wildcard mmhub.yaml)),,MMHUB_CONFIG=config/dev.yaml)
+DEV_SINK := $(if $(DEV_DEFAULT),--sink,)
+
 run: install ## the hub on embedded PostgreSQL and Valkey (or MMHUB_DATABASE_URL / MMHUB_REDIS_URL)
-	$(UV) run mmhub dev
+	$(DEV_DEFAULT) $(UV) run mmhub dev $(DEV_SINK)
 
 test: install ## the whole suite on real PostgreSQL 16 and a real Redis-compatible server
 	@$(UV) run pytest $(PYTEST_ARGS); rc=$$?; \

@@ -108,11 +108,27 @@ def _check_targets(check: Callable[[HubConfig], None], settings: Settings) -> No
         raise typer.Exit(2) from None
 
 
+@cli.command()
+def sink(
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 8099,
+) -> None:
+    """A local stand-in target that accepts and logs every request (for `make run`)."""
+    from cli.sink import serve_sink
+
+    setup_logging("INFO")
+    serve_sink(host, port)
+
+
 ROLES = ("api", "relay", "worker")
 
 
 @cli.command()
-def dev() -> None:
+def dev(
+    with_sink: Annotated[
+        bool, typer.Option("--sink", help="also run `mmhub sink` on 127.0.0.1:8099")
+    ] = False,
+) -> None:
     """Embedded servers, migrations, then every process role in the foreground (Ctrl-C stops all)."""
     from app.migrate import upgrade
 
@@ -123,7 +139,12 @@ def dev() -> None:
         "MMHUB_DATABASE_URL": settings.require_database_url,
         "MMHUB_REDIS_URL": settings.require_redis_url,
     }
-    children = [subprocess.Popen([sys.executable, "-m", "cli", role], env=env) for role in ROLES]
+    roles = [*ROLES, "sink"] if with_sink else list(ROLES)
+    children = [subprocess.Popen([sys.executable, "-m", "cli", role], env=env) for role in roles]
+    typer.echo(
+        f"mmhub is up on http://{settings.host}:{settings.port} "
+        f"({', '.join(roles)}); Ctrl-C stops everything"
+    )
     stopping = False
 
     def stop(signum: int, _frame: object) -> None:

@@ -98,8 +98,8 @@ async def post(
     started = time.perf_counter()
     status: int | None = None
 
-    def failed(outcome: DeliveryError) -> AttemptResult:
-        return outcome.result(_elapsed_ms(started), status)
+    def failed(error: DeliveryError) -> AttemptResult:
+        return error.result(_elapsed_ms(started), status)
 
     try:
         async with session.post(
