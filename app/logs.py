@@ -21,6 +21,7 @@ def bind(**fields: Any) -> None:
 
 class _ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
+        record.__dict__.pop("color_message", None)  # uvicorn's terminal copy of the message
         record.request_id = correlation_id.get()
         for key, value in (log_context.get() or {}).items():
             setattr(record, key, value)
@@ -35,7 +36,7 @@ def setup_logging(level: str = "INFO") -> None:
             "{asctime}{levelname}{name}{message}",
             style="{",
             rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
-            timestamp=False,
+            datefmt="%Y-%m-%dT%H:%M:%S%z",
         )
     )
     handler.addFilter(_ContextFilter())

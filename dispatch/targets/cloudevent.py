@@ -24,8 +24,9 @@ _SOURCE_NAMES = {"bitrix24": "bitrix24", "onec": "1c"}
 def build_cloudevent(event_row: Mapping[str, Any]) -> dict[str, Any]:
     """The CloudEvent for a row with the columns of `app.models.Event`.
 
-    Bitrix24 events carry the portal (`origin`) in their source URN; the time is when the event
-    happened if the sender said so, else when we received it, as RFC 3339 UTC.
+    Bitrix24 events carry the portal (`origin`) in their source URN and their whole parsed payload
+    as data; 1C events carry the object's data (type, ref and version are in the envelope and the
+    subject). The time is when the event happened if the sender said so, else when we received it.
     """
     source = str(event_row["source"])
     name = _SOURCE_NAMES.get(source, source)
@@ -34,6 +35,10 @@ def build_cloudevent(event_row: Mapping[str, Any]) -> dict[str, Any]:
     if origin and source == "bitrix24":
         urn = f"{urn}:{origin}"
     when = event_row.get("occurred_at") or event_row["received_at"]
+    payload = event_row["payload"]
+    if source == "onec" and isinstance(payload, Mapping) and "data" in payload:
+        # 1C payloads are stored as the hub's envelope; targets get the object's own data.
+        payload = payload["data"]
     return {
         "specversion": "1.0",
         "id": str(event_row["id"]),
@@ -42,7 +47,7 @@ def build_cloudevent(event_row: Mapping[str, Any]) -> dict[str, Any]:
         "subject": event_row["subject"],
         "time": rfc3339_utc(when),
         "datacontenttype": "application/json",
-        "data": event_row["payload"],
+        "data": payload,
     }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import copy
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -13,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.models import Delivery, DeliveryAttempt
 from tests.fixture_files import fixture_bytes
 from tests.http_app import HubClient
-from tests.hub_config import HUB_CONFIG
+from tests.hub_config import HUB_CONFIG, ONEC_PASSWORD, ONEC_USER
 
 FORM = {"content-type": "application/x-www-form-urlencoded"}
 DEAL = fixture_bytes("bitrix24/webhook-deal-add.form")
@@ -76,3 +77,30 @@ async def eventually(check: Callable[[], Awaitable[bool]], seconds: float = 20) 
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError("condition not reached in time")
         await asyncio.sleep(0.05)
+
+
+BASIC_1C = "Basic " + base64.b64encode(f"{ONEC_USER}:{ONEC_PASSWORD}".encode()).decode()
+
+
+def onec_to_bitrix24(url: str) -> dict[str, Any]:
+    """The test hub with 1C orders routed to a `bitrix24` target `crm` at `url` (a fake portal)."""
+    config = copy.deepcopy(HUB_CONFIG)
+    config["targets"] = {
+        "crm": {"kind": "bitrix24", "webhook_url": f"{url}/rest/1/code/", "allow_private": True},
+    }
+    params = {
+        "fields": {
+            "ENTITY_TYPE": "deal",
+            "ENTITY_ID": "{{ subject }}",
+            "COMMENT": "1C order {{ data.number }}",
+        }
+    }
+    config["routes"] = [
+        {
+            "name": "orders-to-crm",
+            "from": {"source": "onec", "events": ["Документ.*"]},
+            "to": [{"target": "crm", "method": "crm.timeline.comment.add", "params": params}],
+        }
+    ]
+    config["retry"] = {"schedule": ["50ms", "50ms"], "timeout": "2s"}
+    return config

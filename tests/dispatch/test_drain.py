@@ -25,6 +25,7 @@ from tests.dispatch.harness import (
     make_due,
 )
 from tests.fake_target import FakeTarget
+from tests.fixture_files import fixture_bytes
 from tests.http_app import HubClient, running_app
 
 
@@ -282,3 +283,65 @@ async def test_two_drains_never_send_one_delivery_twice(
     keys = [r.headers["idempotency-key"] for r in fake_target.requests]
     assert len(keys) == len(set(keys)) == 120
     assert [a.number for a in await attempts(engine)] == [1] * 120
+
+
+async def test_onec_order_reaches_bitrix24_with_rendered_params(
+    settings_for: Callable[..., Settings], engine: AsyncEngine, fake_target: FakeTarget
+) -> None:
+    from tests.dispatch.harness import BASIC_1C, onec_to_bitrix24
+
+    fake_target.set_default(status=200, body={"result": 991, "time": {}})
+    settings = settings_for(onec_to_bitrix24(fake_target.url))
+    async with running_app(settings) as client:
+        reply = await client.post(
+            "/webhooks/1c",
+            content=fixture_bytes("onec/order-updated-with-bom.json"),
+            headers={"content-type": "application/json", "authorization": BASIC_1C},
+        )
+        assert reply.status_code == 200
+    rt = await Runtime.open(settings)
+    try:
+        await drain(rt, "crm", budget=10)
+    finally:
+        await rt.close()
+
+    [request] = fake_target.requests
+    assert request.path == "/rest/1/code/crm.timeline.comment.add.json"
+    assert request.json() == {
+        "fields": {
+            "ENTITY_TYPE": "deal",
+            "COMMENT": "1C order УТ-00000123",
+            "ENTITY_ID": "Документ.ЗаказКлиента/b1c89da7-cb6a-11e6-aede-5404a6b4b8ed",
+        }
+    }
+    assert [r.status for r in await deliveries(engine)] == ["delivered"]
+
+
+async def test_bitrix24_error_with_http_200_is_retried(
+    settings_for: Callable[..., Settings], engine: AsyncEngine, fake_target: FakeTarget
+) -> None:
+    from tests.dispatch.harness import BASIC_1C, onec_to_bitrix24
+
+    fake_target.reply(
+        status=200, body={"error": "QUERY_LIMIT_EXCEEDED", "error_description": "Too many requests"}
+    )
+    settings = settings_for(onec_to_bitrix24(fake_target.url))
+    async with running_app(settings) as client:
+        await client.post(
+            "/webhooks/1c",
+            content=fixture_bytes("onec/order-updated-with-bom.json"),
+            headers={"content-type": "application/json", "authorization": BASIC_1C},
+        )
+    rt = await Runtime.open(settings)
+    try:
+        await drain(rt, "crm", budget=10)
+        [delivery] = await deliveries(engine)
+        assert delivery.status == "retrying"
+        assert delivery.last_error.startswith("b24:QUERY_LIMIT_EXCEEDED")
+        await make_due(engine)
+        await drain(rt, "crm", budget=10)
+    finally:
+        await rt.close()
+    [delivery] = await deliveries(engine)
+    assert delivery.status == "delivered"
+    assert [a.error_class for a in await attempts(engine)] == ["b24:QUERY_LIMIT_EXCEEDED", None]

@@ -64,7 +64,16 @@ async def _accept(request: Request, body: bytes, obj: Any, parse: Any) -> dict[s
         type=f"{parsed.type}.{parsed.event}",
         subject=f"{parsed.type}/{parsed.ref}",
         dedup_key=_dedup_key(request, parsed, body),
-        payload=redact(obj),
+        # Every 1C shape (envelope, XDTO, OData) is stored as the hub's envelope.
+        payload=redact(
+            {
+                "type": parsed.type,
+                "event": parsed.event,
+                "ref": parsed.ref,
+                "data_version": parsed.data_version,
+                "data": parsed.data,
+            }
+        ),
         raw_body=mask_secrets(body, secret_values(obj)),
         headers=safe_headers(request.headers),
         request_id=correlation_id.get(),
