@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     # One drain job delivers for at most this long, then hands over so other targets get a turn.
     drain_budget: Duration = timedelta(seconds=20)
     queue_name: str = "mmhub"
+    # Relay and worker serve Prometheus metrics on this port when set (the API serves /metrics).
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
     hub: HubConfig = Field(default_factory=HubConfig)
 
     @property

@@ -75,6 +75,7 @@ def relay() -> None:
 
     settings = settings_or_exit()
     _check_targets(check_targets, settings)
+    _serve_metrics("mmhub-relay", settings)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -96,6 +97,7 @@ def worker(
 
     settings = settings_or_exit()
     _check_targets(check_targets, settings)
+    _serve_metrics("mmhub-worker", settings)
     run_worker(settings, burst=burst)
 
 
@@ -118,6 +120,16 @@ def sink(
 
     setup_logging("INFO")
     serve_sink(host, port)
+
+
+def _serve_metrics(service: str, settings: Settings) -> None:
+    from prometheus_client import start_http_server
+
+    from app.telemetry import setup_metrics
+
+    setup_metrics(service)
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, addr=settings.host)
 
 
 ROLES = ("api", "relay", "worker")

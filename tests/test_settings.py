@@ -10,7 +10,7 @@ import pytest
 
 from app.durations import format_duration, parse_duration
 from app.hubconfig import BasicAuth, Bitrix24Target
-from app.settings import ConfigError, load_settings
+from app.settings import ConfigError, load_hub_config, load_settings
 
 YAML = """
 sources:
@@ -148,3 +148,19 @@ def test_bad_durations(text: str) -> None:
         return  # a bare string number is not accepted; a number is
     with pytest.raises(ValueError, match="not a duration"):
         parse_duration(text)
+
+
+@pytest.mark.parametrize("name", ["mmhub.example.yaml", "config/dev.yaml"])
+def test_shipped_configurations_load(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in (
+        "B24_APP_TOKEN",
+        "ONEC_INBOUND_PASSWORD",
+        "ONEC_OUTBOUND_PASSWORD",
+        "WW_TOKEN",
+        "B24_WEBHOOK_CODE",
+        "AUDIT_SIGNING_SECRET",
+    ):
+        monkeypatch.setenv(var, f"value-of-{var.lower()}")
+    hub = load_hub_config(Path(__file__).resolve().parents[1] / name)
+    assert set(hub.targets) == {"erp", "ww", "crm", "audit"}
+    assert hub.routes[0].matches("bitrix24", "ONCRMDEALUPDATE")

@@ -1,0 +1,23 @@
+# One image for every role: `mmhub api`, `mmhub relay`, `mmhub worker`, `mmhub migrate`.
+FROM python:3.11-slim AS build
+COPY --from=ghcr.io/astral-sh/uv:0.9 /uv /bin/uv
+ENV UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy UV_PYTHON_DOWNLOADS=never
+WORKDIR /srv/mmhub
+# Dependencies first, so code changes do not reinstall them; no embedded servers, no dev tools.
+COPY pyproject.toml uv.lock README.md ./
+RUN uv sync --locked --no-default-groups --no-install-project
+COPY app app
+COPY dispatch dispatch
+COPY cli cli
+COPY migrations migrations
+RUN uv sync --locked --no-default-groups --no-editable
+
+FROM python:3.11-slim
+RUN useradd --system --uid 10001 --home-dir /srv/mmhub mmhub
+WORKDIR /srv/mmhub
+COPY --from=build /srv/mmhub /srv/mmhub
+ENV PATH=/srv/mmhub/.venv/bin:$PATH PYTHONUNBUFFERED=1 MMHUB_HOST=0.0.0.0
+USER mmhub
+EXPOSE 8000
+HEALTHCHECK --interval=10s --timeout=3s CMD python -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2)" || exit 1
+CMD ["mmhub", "api"]
