@@ -173,7 +173,20 @@ class Route(_Model):
         )
 
 
+class AdminToken(_Model):
+    """A bearer token for /admin/v1, kept only as its SHA-256 (`mmhub admin-token` makes one)."""
+
+    name: str
+    role: Literal["viewer", "operator"]
+    token_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class Admin(_Model):
+    tokens: list[AdminToken] = Field(default_factory=list)
+
+
 class HubConfig(_Model):
+    admin: Admin = Field(default_factory=Admin)
     sources: Sources = Field(default_factory=Sources)
     targets: dict[str, Target] = Field(default_factory=dict)
     routes: list[Route] = Field(default_factory=list)

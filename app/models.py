@@ -132,6 +132,12 @@ class Delivery(Base):
     # Who holds the claim: a worker records its result only while its token is still there.
     claim_token: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     last_error: Mapped[str | None] = mapped_column(Text)
+    # Support: the next attempt was asked for by an operator (recorded as manual) ...
+    manual_next: Mapped[bool] = mapped_column(Boolean, server_default="false")
+    # ... and restarts the retry schedule: attempts before this count do not use it up.
+    retry_offset: Mapped[int] = mapped_column(Integer, server_default="0")
+    # Edit-and-replay: the corrected data sent instead of the event's (the event keeps the original).
+    payload_override: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -181,3 +187,41 @@ class TargetState(Base):
     # Failures before this moment no longer count (the breaker closed then).
     breaker_reset_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class AuditEntry(Base):
+    """Who changed what through the admin API or the CLI, why, and how much."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index(None, "at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    actor: Mapped[str] = mapped_column(Text)
+    action: Mapped[str] = mapped_column(Text)
+    target: Mapped[str | None] = mapped_column(Text)
+    delivery_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    filter: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    count: Mapped[int] = mapped_column(Integer, server_default="0")
+    reason: Mapped[str | None] = mapped_column(Text)
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+
+
+class ReplayJob(Base):
+    """A bulk replay worked through in batches, with progress and cancel."""
+
+    __tablename__ = "replay_jobs"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    actor: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str | None] = mapped_column(Text)
+    filter: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    # running → finished | cancelled
+    status: Mapped[str] = mapped_column(Text, server_default="running")
+    total: Mapped[int] = mapped_column(Integer)
+    done: Mapped[int] = mapped_column(Integer, server_default="0")
+    # Keyset over deliveries.seq: work is (cursor, upto]; rows accepted later are not touched.
+    cursor: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    upto: Mapped[int] = mapped_column(BigInteger)

@@ -50,7 +50,8 @@ SET status = 'delivering', claim_token = :token, updated_at = now(),
     lease_until = now() + make_interval(secs => :lease)
 FROM due, events ev
 WHERE d.id = due.id AND ev.id = d.event_id
-RETURNING d.id, d.route, d.attempt_count, ev.id AS event_id, ev.source, ev.type, ev.subject,
+RETURNING d.id, d.route, d.attempt_count, d.manual_next, d.retry_offset, d.payload_override,
+          ev.id AS event_id, ev.source, ev.type, ev.subject,
           ev.origin, ev.occurred_at, ev.received_at, ev.payload, ev.request_id
 """)
 
@@ -61,6 +62,8 @@ class Claimed:
     attempt_number: int
     outbound: Outbound
     token: uuid.UUID  # the claim's; recording checks it is still ours
+    manual: bool  # an operator's replay: recorded as manual, outside the breaker's statistics
+    retry_offset: int  # attempts made before the last replay; the schedule restarts after them
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +137,8 @@ async def _claim(rt: Runtime, target: str, spec: TargetSpec, limit: int) -> list
 def _claimed(rt: Runtime, target: str, row: Any, token: uuid.UUID) -> Claimed:
     method, params = _route_call(rt, row["route"], target)
     event = build_cloudevent({**row, "id": row["event_id"]})
+    if row["payload_override"] is not None:
+        event["data"] = row["payload_override"]  # edit-and-replay
     outbound = Outbound(
         delivery_id=row["id"],
         event=event,
@@ -142,7 +147,14 @@ def _claimed(rt: Runtime, target: str, row: Any, token: uuid.UUID) -> Claimed:
         method=method,
         params=params,
     )
-    return Claimed(row["id"], row["attempt_count"] + 1, outbound, token)
+    return Claimed(
+        row["id"],
+        row["attempt_count"] + 1,
+        outbound,
+        token,
+        manual=row["manual_next"],
+        retry_offset=row["retry_offset"],
+    )
 
 
 def _route_call(rt: Runtime, route: str, target: str) -> tuple[str | None, dict[str, Any] | None]:
@@ -191,6 +203,7 @@ _SETTLE = (
         delivered_at=bindparam("d_delivered", type_=_deliveries.delivered_at.type),
         lease_until=None,
         claim_token=None,
+        manual_next=False,
         updated_at=func.now(),
     )
 )
@@ -204,7 +217,7 @@ async def _record(
     attempts, settles = [], []
     for item in sent:
         result, claimed = item.result, item.claimed
-        decision = next_step(policy, claimed.attempt_number, result)
+        decision = next_step(policy, claimed.attempt_number - claimed.retry_offset, result)
         attempts.append(
             {
                 "delivery_id": claimed.delivery_id,
@@ -217,6 +230,7 @@ async def _record(
                 "error": result.error,
                 "response_excerpt": result.response_excerpt,
                 "outcome": result.outcome,
+                "manual": claimed.manual,
             }
         )
         settles.append(

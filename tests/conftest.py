@@ -58,7 +58,11 @@ async def clean_database(request: pytest.FixtureRequest) -> None:
         return
     engine: AsyncEngine = request.getfixturevalue("engine")
     async with engine.begin() as conn:
-        await conn.execute(text("TRUNCATE events, deliveries, delivery_attempts RESTART IDENTITY"))
+        await conn.execute(
+            text(
+                "TRUNCATE events, deliveries, delivery_attempts, target_states, audit_log, replay_jobs RESTART IDENTITY"
+            )
+        )
 
 
 @pytest.fixture

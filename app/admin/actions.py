@@ -1,0 +1,272 @@
+"""Write side of support: replay, edit-and-replay, cancel, pause/resume, bulk replay. All audited.
+
+Service functions only flush; the API request or the CLI command commits (one place where
+transactions end). Each mutating call writes one audit row: who, what, filter, how many, why.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import func, select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.admin.filters import DeliveryFilter
+from app.errors import Conflict, NotFound, Unprocessable
+from app.ids import new_id
+from app.ingest.committer import NOTIFY_CHANNEL
+from app.models import AuditEntry, Delivery, DeliveryStatus, Event, ReplayJob
+from app.secrets import redact
+from app.target_states import pause_target, resume_target
+
+BULK_CAP = 10_000
+BATCH = 500
+REPLAYABLE = ("dead", "cancelled", "delivered", "pending", "retrying", "held")
+CANCELLABLE = ("pending", "retrying", "held", "dead")
+
+
+def audit(
+    session: AsyncSession,
+    actor: str,
+    action: str,
+    *,
+    target: str | None = None,
+    delivery_id: uuid.UUID | None = None,
+    where: DeliveryFilter | None = None,
+    count: int = 0,
+    reason: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> None:
+    """Add one audit row to the caller's transaction."""
+    session.add(
+        AuditEntry(
+            actor=actor,
+            action=action,
+            target=target,
+            delivery_id=delivery_id,
+            filter=where.describe() if where else None,
+            count=count,
+            reason=reason,
+            details=details,
+        )
+    )
+
+
+async def _wake_relay(session: AsyncSession) -> None:
+    await session.execute(text(f"SELECT pg_notify('{NOTIFY_CHANNEL}', '')"))
+
+
+def _replay_values() -> dict[str, Any]:
+    """Due now, next attempt manual, a fresh retry schedule."""
+    return {
+        "status": DeliveryStatus.PENDING.value,
+        "next_attempt_at": func.now(),
+        "manual_next": True,
+        "retry_offset": Delivery.attempt_count,
+        "lease_until": None,
+        "claim_token": None,
+        "updated_at": func.now(),
+    }
+
+
+async def _locked(session: AsyncSession, delivery_id: uuid.UUID) -> Delivery:
+    delivery = (
+        await session.execute(select(Delivery).where(Delivery.id == delivery_id).with_for_update())
+    ).scalar_one_or_none()
+    if delivery is None:
+        raise NotFound(f"no delivery {delivery_id}")
+    return delivery
+
+
+async def replay_delivery(
+    session: AsyncSession, delivery_id: uuid.UUID, actor: str, reason: str | None
+) -> Delivery:
+    """Make one delivery due now; its next attempt is recorded as manual."""
+    delivery = await _locked(session, delivery_id)
+    if delivery.status == DeliveryStatus.DELIVERING.value:
+        raise Conflict(f"delivery {delivery_id} is being delivered right now; try again shortly")
+    await session.execute(
+        update(Delivery).where(Delivery.id == delivery_id).values(**_replay_values())
+    )
+    audit(
+        session,
+        actor,
+        "replay",
+        target=delivery.target,
+        delivery_id=delivery_id,
+        count=1,
+        reason=reason,
+        details={"previous_status": delivery.status},
+    )
+    await _wake_relay(session)
+    await session.refresh(delivery)
+    return delivery
+
+
+async def edit_and_replay(
+    session: AsyncSession,
+    delivery_id: uuid.UUID,
+    data: dict[str, Any],
+    actor: str,
+    reason: str,
+) -> Delivery:
+    """Send corrected data instead of the event's (the event keeps the original), then replay."""
+    if not reason or not reason.strip():
+        raise Unprocessable("edit-and-replay needs a reason")
+    await _locked(session, delivery_id)
+    await session.execute(
+        update(Delivery).where(Delivery.id == delivery_id).values(payload_override=redact(data))
+    )
+    delivery = await replay_delivery(session, delivery_id, actor, reason)
+    # The replay's own audit row is enough to find it; this one records that the data changed.
+    audit(
+        session,
+        actor,
+        "edit",
+        target=delivery.target,
+        delivery_id=delivery_id,
+        count=1,
+        reason=reason,
+        details={"keys": sorted(data)},
+    )
+    return delivery
+
+
+async def cancel_delivery(
+    session: AsyncSession, delivery_id: uuid.UUID, actor: str, reason: str | None
+) -> Delivery:
+    """Stop a delivery for good (until someone replays it)."""
+    delivery = await _locked(session, delivery_id)
+    if delivery.status not in CANCELLABLE:
+        raise Conflict(f"delivery {delivery_id} is {delivery.status}; it cannot be cancelled")
+    previous = delivery.status
+    delivery.status = DeliveryStatus.CANCELLED.value
+    audit(
+        session,
+        actor,
+        "cancel",
+        target=delivery.target,
+        delivery_id=delivery_id,
+        count=1,
+        reason=reason,
+        details={"previous_status": previous},
+    )
+    await session.flush()
+    return delivery
+
+
+async def pause(session: AsyncSession, target: str, actor: str, reason: str | None) -> int:
+    """Hold a target's deliveries (maintenance window); returns how many were held now."""
+    held = await pause_target(session, target, reason, actor)
+    audit(session, actor, "pause", target=target, count=held, reason=reason)
+    return held
+
+
+async def resume(session: AsyncSession, target: str, actor: str, reason: str | None) -> int:
+    """Let a paused target's deliveries go again; returns how many were released."""
+    released = await resume_target(session, target)
+    audit(session, actor, "resume", target=target, count=released, reason=reason)
+    await _wake_relay(session)
+    return released
+
+
+def _matching(where: DeliveryFilter) -> Any:
+    query = select(Delivery.id, Delivery.seq).join(Event, Event.id == Delivery.event_id)
+    return where.apply(query.where(Delivery.status.in_(REPLAYABLE)))
+
+
+async def count_matching(session: AsyncSession, where: DeliveryFilter) -> int:
+    """How many deliveries a bulk replay with this filter would touch (the dry run)."""
+    subquery = _matching(where).subquery()
+    return int((await session.execute(select(func.count()).select_from(subquery))).scalar_one())
+
+
+async def start_bulk_replay(
+    session: AsyncSession, where: DeliveryFilter, actor: str, reason: str | None, *, force: bool
+) -> ReplayJob:
+    """Record a bulk replay job over what matches now; refuses more than BULK_CAP unless forced."""
+    total = await count_matching(session, where)
+    if total > BULK_CAP and not force:
+        raise Unprocessable(
+            f"the filter matches {total} deliveries, over the cap of {BULK_CAP}; "
+            "narrow it or force the replay",
+            matched=total,
+        )
+    upto = (await session.execute(select(func.coalesce(func.max(Delivery.seq), 0)))).scalar_one()
+    job = ReplayJob(
+        id=new_id(), actor=actor, reason=reason, filter=where.describe(), total=total, upto=upto
+    )
+    session.add(job)
+    audit(
+        session,
+        actor,
+        "bulk_replay",
+        target=where.target,
+        where=where,
+        count=total,
+        reason=reason,
+        details={"job_id": str(job.id)},
+    )
+    await session.flush()
+    return job
+
+
+async def replay_batch(session: AsyncSession, job_id: uuid.UUID, size: int = BATCH) -> ReplayJob:
+    """Replay the job's next batch (keyset over seq); finishes the job when nothing is left."""
+    job = await get_replay_job(session, job_id, lock=True)
+    if job.status != "running":
+        return job
+    where = DeliveryFilter.model_validate(job.filter)
+    rows = (
+        await session.execute(
+            _matching(where)
+            .where(Delivery.seq > job.cursor, Delivery.seq <= job.upto)
+            .where(Delivery.status != DeliveryStatus.DELIVERING.value)
+            .order_by(Delivery.seq)
+            .limit(size)
+            .with_for_update(of=Delivery, skip_locked=True)
+        )
+    ).all()
+    if not rows:
+        job.status = "finished"
+    else:
+        await session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_([row.id for row in rows]))
+            .values(**_replay_values())
+        )
+        job.cursor = rows[-1].seq
+        job.done += len(rows)
+        await _wake_relay(session)
+    job.updated_at = func.now()
+    await session.flush()
+    await session.refresh(job)
+    return job
+
+
+async def cancel_replay_job(session: AsyncSession, job_id: uuid.UUID, actor: str) -> ReplayJob:
+    """Stop a bulk replay after the batch in progress."""
+    job = await get_replay_job(session, job_id, lock=True)
+    if job.status == "running":
+        job.status = "cancelled"
+        audit(
+            session,
+            actor,
+            "cancel_bulk_replay",
+            where=DeliveryFilter.model_validate(job.filter),
+            count=job.done,
+            details={"job_id": str(job.id), "total": job.total},
+        )
+        await session.flush()
+    return job
+
+
+async def get_replay_job(
+    session: AsyncSession, job_id: uuid.UUID, *, lock: bool = False
+) -> ReplayJob:
+    query = select(ReplayJob).where(ReplayJob.id == job_id)
+    job = (await session.execute(query.with_for_update() if lock else query)).scalar_one_or_none()
+    if job is None:
+        raise NotFound(f"no replay job {job_id}")
+    return job

@@ -1,0 +1,168 @@
+"""Read side of support: search with cursor pagination, one record with its attempts, stats."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import selectinload
+
+from app.admin.filters import DeliveryFilter
+from app.errors import BadRequest, NotFound
+from app.models import AuditEntry, Delivery, DeliveryAttempt, Event, TargetState
+
+MAX_PAGE = 500
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[Any]
+    next_cursor: str | None
+
+
+def _encode(*parts: Any) -> str:
+    return base64.urlsafe_b64encode("|".join(str(p) for p in parts).encode()).decode()
+
+
+def _decode(cursor: str, count: int) -> list[str]:
+    try:
+        parts = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("the cursor is not one this API gave out") from None
+    if len(parts) != count:
+        raise BadRequest("the cursor is not one this API gave out")
+    return parts
+
+
+async def search_deliveries(
+    session: AsyncSession, where: DeliveryFilter, *, limit: int = 50, cursor: str | None = None
+) -> Page:
+    """Deliveries matching the filter, newest first, with their events loaded."""
+    limit = min(max(limit, 1), MAX_PAGE)
+    query = (
+        select(Delivery)
+        .join(Event, Event.id == Delivery.event_id)
+        .options(selectinload(Delivery.event))
+        .order_by(Delivery.seq.desc())
+        .limit(limit + 1)
+    )
+    if cursor:
+        (seq,) = _decode(cursor, 1)
+        query = query.where(Delivery.seq < int(seq))
+    rows = list((await session.execute(where.apply(query))).scalars())
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return Page(rows, _encode(rows[-1].seq) if more else None)
+
+
+async def search_events(
+    session: AsyncSession, where: DeliveryFilter, *, limit: int = 50, cursor: str | None = None
+) -> Page:
+    """Events matching the filter (delivery fields match any of their deliveries), newest first."""
+    limit = min(max(limit, 1), MAX_PAGE)
+    matching = where.apply(
+        select(Event.id).outerjoin(Delivery, Delivery.event_id == Event.id)
+    ).scalar_subquery()
+    query = (
+        select(Event)
+        .where(Event.id.in_(matching))
+        .options(selectinload(Event.deliveries))
+        .order_by(Event.received_at.desc(), Event.id.desc())
+        .limit(limit + 1)
+    )
+    if cursor:
+        at, event_id = _decode(cursor, 2)
+        query = query.where(
+            tuple_(Event.received_at, Event.id) < (datetime.fromisoformat(at), uuid.UUID(event_id))
+        )
+    rows = list((await session.execute(query)).scalars())
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return Page(rows, _encode(rows[-1].received_at.isoformat(), rows[-1].id) if more else None)
+
+
+async def get_delivery(session: AsyncSession, delivery_id: uuid.UUID) -> Delivery:
+    """One delivery with its event and every attempt."""
+    delivery = (
+        await session.execute(
+            select(Delivery)
+            .where(Delivery.id == delivery_id)
+            .options(selectinload(Delivery.event), selectinload(Delivery.attempts))
+        )
+    ).scalar_one_or_none()
+    if delivery is None:
+        raise NotFound(f"no delivery {delivery_id}")
+    return delivery
+
+
+async def get_event(session: AsyncSession, event_id: uuid.UUID) -> Event:
+    """One event with its deliveries and their attempts."""
+    event = (
+        await session.execute(
+            select(Event)
+            .where(Event.id == event_id)
+            .options(selectinload(Event.deliveries).selectinload(Delivery.attempts))
+        )
+    ).scalar_one_or_none()
+    if event is None:
+        raise NotFound(f"no event {event_id}")
+    return event
+
+
+async def stats(session: AsyncSession) -> dict[str, Any]:
+    """Counts by target and status, and per target the age of the oldest due delivery."""
+    counts: dict[str, dict[str, int]] = {}
+    for target, status, count in await session.execute(
+        select(Delivery.target, Delivery.status, func.count()).group_by(
+            Delivery.target, Delivery.status
+        )
+    ):
+        counts.setdefault(target, {})[status] = count
+    oldest = {
+        target: seconds
+        for target, seconds in await session.execute(
+            select(
+                Delivery.target,
+                func.extract("epoch", func.now() - func.min(Delivery.next_attempt_at)),
+            )
+            .where(
+                Delivery.status.in_(("pending", "retrying")),
+                Delivery.next_attempt_at <= func.now(),
+            )
+            .group_by(Delivery.target)
+        )
+    }
+    return {
+        "targets": {
+            target: {"by_status": by_status, "oldest_due_seconds": _seconds(oldest.get(target))}
+            for target, by_status in sorted(counts.items())
+        }
+    }
+
+
+def _seconds(value: Any) -> float | None:
+    return None if value is None else round(float(value), 3)
+
+
+async def target_states(session: AsyncSession) -> list[TargetState]:
+    return list((await session.execute(select(TargetState).order_by(TargetState.target))).scalars())
+
+
+async def audit_entries(
+    session: AsyncSession, *, since: datetime | None = None, limit: int = 100
+) -> list[AuditEntry]:
+    """The audit trail, newest first."""
+    query = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(min(max(limit, 1), 1000))
+    if since is not None:
+        query = query.where(AuditEntry.at >= since)
+    return list((await session.execute(query)).scalars())
+
+
+async def attempts_of(session: AsyncSession, delivery_id: uuid.UUID) -> list[DeliveryAttempt]:
+    query = select(DeliveryAttempt).where(DeliveryAttempt.delivery_id == delivery_id)
+    return list((await session.execute(query.order_by(DeliveryAttempt.number))).scalars())
