@@ -113,7 +113,7 @@ def _check_targets(check: Callable[[HubConfig], None], settings: Settings) -> No
 @cli.command()
 def sink(
     host: Annotated[str, typer.Option()] = "127.0.0.1",
-    port: Annotated[int, typer.Option()] = 8099,
+    port: Annotated[int, typer.Option(envvar="MMHUB_DEV_SINK_PORT")] = 8099,
 ) -> None:
     """A local stand-in target that accepts and logs every request (for `make run`)."""
     from cli.sink import serve_sink

@@ -119,3 +119,21 @@ async def test_worker_killed_mid_delivery_is_redelivered_with_the_same_key(
 
 async def _received_at_least(fake: FakeTarget, count: int) -> bool:
     return len(fake.requests) >= count
+
+
+def test_worker_refuses_a_private_target_without_allow_private(
+    urls: tuple[str, str], tmp_path: Path
+) -> None:
+    config = hub_with_target("http://127.0.0.1:9/erp")
+    del config["targets"]["erp"]["allow_private"]
+    path = tmp_path / "mmhub.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    procs = Processes(urls, path)
+    for role in ("worker", "relay"):
+        result = subprocess.run(
+            [sys.executable, "-m", "cli", role], env=procs.env, cwd=ROOT, capture_output=True,
+            timeout=60,
+        )
+        assert result.returncode == 2
+        assert b"erp" in result.stderr
+        assert b"allow_private" in result.stderr
