@@ -84,7 +84,8 @@ async def replay_delivery(
 ) -> Delivery:
     """Make one delivery due now; its next attempt is recorded as manual."""
     delivery = await _locked(session, delivery_id)
-    if delivery.status == DeliveryStatus.DELIVERING.value:
+    previous = delivery.status  # the UPDATE below refreshes the loaded object
+    if previous == DeliveryStatus.DELIVERING.value:
         raise Conflict(f"delivery {delivery_id} is being delivered right now; try again shortly")
     await session.execute(
         update(Delivery).where(Delivery.id == delivery_id).values(**_replay_values())
@@ -97,7 +98,7 @@ async def replay_delivery(
         delivery_id=delivery_id,
         count=1,
         reason=reason,
-        details={"previous_status": delivery.status},
+        details={"previous_status": previous},
     )
     await _wake_relay(session)
     await session.refresh(delivery)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import base64
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -17,6 +18,7 @@ from app.errors import BadRequest, NotFound
 from app.models import AuditEntry, Delivery, DeliveryAttempt, Event, TargetState
 
 MAX_PAGE = 500
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,13 @@ def _decode(cursor: str, count: int) -> list[str]:
     return parts
 
 
+def _parse(kind: Callable[[str], T], value: str) -> T:
+    try:
+        return kind(value)
+    except ValueError:
+        raise BadRequest("the cursor is not one this API gave out") from None
+
+
 async def search_deliveries(
     session: AsyncSession, where: DeliveryFilter, *, limit: int = 50, cursor: str | None = None
 ) -> Page:
@@ -53,7 +62,7 @@ async def search_deliveries(
     )
     if cursor:
         (seq,) = _decode(cursor, 1)
-        query = query.where(Delivery.seq < int(seq))
+        query = query.where(Delivery.seq < _parse(int, seq))
     rows = list((await session.execute(where.apply(query))).scalars())
     more = len(rows) > limit
     rows = rows[:limit]
@@ -77,9 +86,8 @@ async def search_events(
     )
     if cursor:
         at, event_id = _decode(cursor, 2)
-        query = query.where(
-            tuple_(Event.received_at, Event.id) < (datetime.fromisoformat(at), uuid.UUID(event_id))
-        )
+        key = (_parse(datetime.fromisoformat, at), _parse(uuid.UUID, event_id))
+        query = query.where(tuple_(Event.received_at, Event.id) < key)
     rows = list((await session.execute(query)).scalars())
     more = len(rows) > limit
     rows = rows[:limit]
