@@ -16,6 +16,7 @@ from app.hubconfig import HubConfig
 from app.logs import setup_logging
 from app.settings import ConfigError, Settings, load_settings
 from cli.connections import resolve
+from cli.support import register
 
 cli = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
@@ -175,6 +176,9 @@ def dev(
     # The embedded servers stop through the atexit hook registered by resolve().
     code = max((child.returncode or 0) for child in children) if not stopping else 0
     raise typer.Exit(code)
+
+
+register(cli)  # deliveries, events, replay, targets, audit, stats, admin-token
 
 
 def main() -> None:

@@ -33,7 +33,8 @@ def hub_with_target(url: str, **target: Any) -> dict[str, Any]:
             "to": ["erp"],
         }
     ]
-    config["retry"] = {"schedule": ["50ms", "50ms", "50ms"], "timeout": "2s"}
+    # Long delays: a test moves time on with make_due(), so a busy machine cannot reorder attempts.
+    config["retry"] = {"schedule": ["1h", "1h", "1h"], "timeout": "2s"}
     return config
 
 
@@ -102,5 +103,5 @@ def onec_to_bitrix24(url: str) -> dict[str, Any]:
             "to": [{"target": "crm", "method": "crm.timeline.comment.add", "params": params}],
         }
     ]
-    config["retry"] = {"schedule": ["50ms", "50ms"], "timeout": "2s"}
+    config["retry"] = {"schedule": ["1h", "1h"], "timeout": "2s"}
     return config

@@ -131,7 +131,10 @@ def test_worker_refuses_a_private_target_without_allow_private(
     procs = Processes(urls, path)
     for role in ("worker", "relay"):
         result = subprocess.run(
-            [sys.executable, "-m", "cli", role], env=procs.env, cwd=ROOT, capture_output=True,
+            [sys.executable, "-m", "cli", role],
+            env=procs.env,
+            cwd=ROOT,
+            capture_output=True,
             timeout=60,
         )
         assert result.returncode == 2
