@@ -13,6 +13,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.telemetry import INGEST_REJECTED
+
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
@@ -91,6 +93,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HubError)
     async def _hub_error(request: Request, exc: HubError) -> Response:
+        if request.url.path.startswith("/webhooks/"):
+            # The source, not the path: /webhooks/1c/{type} would make a label per object type.
+            source = request.url.path.split("/")[2][:16]
+            INGEST_REJECTED.add(1, {"status": str(exc.status), "source": source})
         if exc.status >= 500:
             log.warning("%s: %s", exc.title, exc.detail)
         return problem(exc.status, exc.title, exc.detail, exc.headers, **exc.extra)

@@ -8,7 +8,6 @@ import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import prometheus_client
 from asgi_correlation_id import CorrelationIdMiddleware
 from fastapi import FastAPI
 from redis.asyncio import Redis
@@ -68,5 +67,4 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(onec_router)
     app.include_router(admin_router)
     app.include_router(health_router)
-    app.mount("/metrics", prometheus_client.make_asgi_app())
     return app

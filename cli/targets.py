@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from typing import Annotated, Any
 
 import typer
@@ -76,11 +78,7 @@ def list_targets(json_out: JsonOpt = False) -> None:
         if r["paused"]:
             state = f"[magenta]paused[/] {ago(r['paused_at'])} by {r['paused_by']}"
             state += f": {short(r['paused_reason'], 40)}" if r["paused_reason"] else ""
-        breaker = (
-            f"[red]open[/] until {ago(r['breaker_open_until'])}"
-            if r["breaker_open_until"]
-            else "closed"
-        )
+        breaker = _breaker(r["breaker_open_until"])
         rows.add_row(
             r["target"],
             r["kind"] or "[dim]not configured[/]",
@@ -202,3 +200,12 @@ def _describe_filter(where: dict[str, Any] | None) -> str:
     if not where:
         return ""
     return " ".join(f"{key}={value}" for key, value in where.items())
+
+
+def _breaker(open_until: datetime | None) -> str:
+    """Closed; open (no attempts) until a probe is due; half-open once it is."""
+    if open_until is None:
+        return "closed"
+    if open_until > datetime.now(UTC):
+        return f"[red]open[/], probe {ago(open_until)}"
+    return "[yellow]half-open[/]: the next attempt is a probe"

@@ -245,3 +245,14 @@ async def test_concurrent_identical_requests_across_two_apps(
         )
     assert sorted(r.json()["duplicate"] for r in replies) == [False] + [True] * 39
     assert await count(engine) == (1, 2)
+
+
+async def test_metrics_count_accepted_and_refused(hub: HubClient) -> None:
+    await hub.post("/webhooks/bitrix24", content=DEAL, headers=FORM)
+    await hub.post("/webhooks/bitrix24", content=b"event=X", headers=FORM)
+    reply = await hub.get("/metrics")
+    assert reply.status_code == 200
+    text = reply.text
+    assert 'mmhub_ingested_events_total{duplicate="false"' in text
+    assert "mmhub_ingest_rejected_total{" in text
+    assert 'status="401"' in text
