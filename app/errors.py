@@ -97,6 +97,10 @@ def install_error_handlers(app: FastAPI) -> None:
             # The source, not the path: /webhooks/1c/{type} would make a label per object type.
             source = request.url.path.split("/")[2][:16]
             INGEST_REJECTED.add(1, {"status": str(exc.status), "source": source})
+            # Bitrix24 never redelivers: a refused webhook must be findable in the log.
+            log.info(
+                "webhook refused with %d: %s", exc.status, exc.detail, extra={"source": source}
+            )
         if exc.status >= 500:
             log.warning("%s: %s", exc.title, exc.detail)
         return problem(exc.status, exc.title, exc.detail, exc.headers, **exc.extra)
