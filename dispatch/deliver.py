@@ -250,7 +250,11 @@ async def _record(
     async with rt.sessions.begin() as session:
         await session.execute(_ATTEMPT, attempts)
         await session.execute(_SETTLE, settles)
-        probe_ok = sent[0].result.outcome == "delivered" if probe else None
-        state = await judge_breaker(session, target, spec.circuit_breaker, probe_ok)
-        if state is Gate.OPEN:
-            log.warning("circuit breaker for %s is open", target)
+        # A batch without a retryable failure cannot open the breaker (the failure ratio only
+        # falls), so the window is counted only when one happened: a healthy target costs nothing.
+        failed = any(item.result.outcome == "retry" and not item.claimed.manual for item in sent)
+        if probe or failed:
+            probe_ok = sent[0].result.outcome == "delivered" if probe else None
+            state = await judge_breaker(session, target, spec.circuit_breaker, probe_ok)
+            if state is Gate.OPEN:
+                log.warning("circuit breaker for %s is open", target)
