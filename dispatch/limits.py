@@ -3,19 +3,17 @@
 The token bucket is a dozen lines of Lua because no well-kept Python library offers a Redis token
 bucket with a burst (the `limits` package has fixed and moving windows only). The breaker lives in
 PostgreSQL: the attempt rows it judges are already there, and its state survives a Redis flush.
+Pause and breaker state are read on the drain's asyncpg connection, inside its claim transaction.
 """
 
 from __future__ import annotations
 
 import enum
+from typing import Any
 
 from redis.asyncio import Redis
-from sqlalchemy import func, select, text
-from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.hubconfig import CircuitBreaker, RateLimit
-from app.models import TargetState
 
 # Returns 0 when a token was taken, else the seconds until one will be there (none is taken).
 _BUCKET_SCRIPT = """
@@ -53,60 +51,67 @@ class Gate(enum.Enum):
     PAUSED = "paused"  # an operator said so
 
 
-async def gate(session: AsyncSession, target: str) -> Gate:
+# The drain works on the pool's asyncpg connection (see dispatch.deliver), so these do too.
+_GATE = "SELECT paused, breaker_open_until, now() AS now FROM target_states WHERE target = $1"
+# app.target_states.hold_waiting, for the drain's connection.
+_HOLD = (
+    "UPDATE deliveries SET status = 'held', updated_at = now() "
+    "WHERE target = $1 AND status IN ('pending', 'retrying')"
+)
+_WINDOW = (
+    "SELECT count(*), count(*) FILTER (WHERE a.outcome = 'retry') "
+    "FROM delivery_attempts a WHERE a.target = $1 AND a.manual = false "
+    "AND a.started_at > greatest(now() - $2::interval, coalesce("
+    "(SELECT breaker_reset_at FROM target_states WHERE target = $1), '-infinity'::timestamptz))"
+)
+_OPEN = (
+    "INSERT INTO target_states (target, breaker_open_until, updated_at) "
+    "VALUES ($1, now() + $2::interval, now()) ON CONFLICT (target) DO UPDATE "
+    "SET breaker_open_until = excluded.breaker_open_until, updated_at = now()"
+)
+_CLOSE = (
+    "INSERT INTO target_states (target, breaker_open_until, breaker_reset_at, updated_at) "
+    "VALUES ($1, NULL, now(), now()) ON CONFLICT (target) DO UPDATE "
+    "SET breaker_open_until = NULL, breaker_reset_at = now(), updated_at = now()"
+)
+
+
+async def gate(conn: Any, target: str) -> Gate:
     """The target's state as every worker sees it now."""
-    row = (
-        await session.execute(
-            select(TargetState.paused, TargetState.breaker_open_until, func.now()).where(
-                TargetState.target == target
-            )
-        )
-    ).one_or_none()
+    row = await conn.fetchrow(_GATE, target)
     if row is None:
         return Gate.CLOSED
-    paused, open_until, now = row
-    if paused:
+    if row["paused"]:
         return Gate.PAUSED
-    if open_until is None:
+    if row["breaker_open_until"] is None:
         return Gate.CLOSED
-    return Gate.OPEN if open_until > now else Gate.HALF_OPEN
+    return Gate.OPEN if row["breaker_open_until"] > row["now"] else Gate.HALF_OPEN
+
+
+async def hold_waiting(conn: Any, target: str) -> int:
+    """Mark the target's waiting deliveries `held` (paused or open: no attempt is spent)."""
+    status: str = await conn.execute(_HOLD, target)  # "UPDATE 12"
+    return int(status.rsplit(" ", 1)[-1])
 
 
 async def judge_breaker(
-    session: AsyncSession, target: str, config: CircuitBreaker, probe_ok: bool | None
+    conn: Any, target: str, config: CircuitBreaker, *, probe_ok: bool | None, failed: bool
 ) -> Gate:
-    """Update the breaker after a batch: close or reopen after a probe, open on a failure ratio."""
+    """Update the breaker after a batch: close or reopen after a probe, open on a failure ratio.
+
+    A batch without a retryable failure cannot open it (the ratio only falls), so the window is
+    counted only when one happened: a healthy target costs no query.
+    """
     if not config.enabled:
         return Gate.CLOSED
-    if probe_ok is not None:
-        if probe_ok:
-            await _set(session, target, open_until=None, reset=True)
+    if probe_ok is True:
+        await conn.execute(_CLOSE, target)
+        return Gate.CLOSED
+    if probe_ok is None:
+        if not failed:
             return Gate.CLOSED
-        await _set(session, target, open_until=func.now() + config.open_for, reset=False)
-        return Gate.OPEN
-    total, failed = (
-        await session.execute(
-            text(
-                "SELECT count(*), count(*) FILTER (WHERE a.outcome = 'retry') "
-                "FROM delivery_attempts a WHERE a.target = :target AND a.manual = false "
-                "AND a.started_at > greatest(now() - CAST(:window AS interval), coalesce("
-                "(SELECT breaker_reset_at FROM target_states WHERE target = :target), '-infinity'::timestamptz))"
-            ),
-            {"target": target, "window": config.window},
-        )
-    ).one()
-    if total >= config.min_attempts and failed >= config.failure_ratio * total:
-        await _set(session, target, open_until=func.now() + config.open_for, reset=False)
-        return Gate.OPEN
-    return Gate.CLOSED
-
-
-async def _set(session: AsyncSession, target: str, *, open_until: object, reset: bool) -> None:
-    values: dict[str, object] = {"breaker_open_until": open_until, "updated_at": func.now()}
-    if reset:
-        values["breaker_reset_at"] = func.now()
-    await session.execute(
-        insert(TargetState)
-        .values(target=target, **values)
-        .on_conflict_do_update(index_elements=["target"], set_=values)
-    )
+        total, failures = await conn.fetchrow(_WINDOW, target, config.window)
+        if total < config.min_attempts or failures < config.failure_ratio * total:
+            return Gate.CLOSED
+    await conn.execute(_OPEN, target, config.open_for)
+    return Gate.OPEN

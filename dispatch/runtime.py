@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import aiohttp
+import uvloop
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -71,7 +72,8 @@ class LoopRunner:
     """Owns the worker's event loop and its Runtime; `run()` executes one job's coroutine."""
 
     def __init__(self, settings: Settings) -> None:
-        self.loop = asyncio.new_event_loop()
+        # uvloop (already installed with uvicorn[standard]): less CPU per request and per query.
+        self.loop = uvloop.new_event_loop()
         self.runtime = self.loop.run_until_complete(Runtime.open(settings))
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
