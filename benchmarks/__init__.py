@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m benchmarks.ingest` (`make bench-ingest`). See benchmarks/README.md."""
