@@ -13,19 +13,42 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import insert, select, text, tuple_
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+import orjson
+from sqlalchemy import select, tuple_
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.errors import ServiceUnavailable
 from app.ids import new_id
 from app.ingest.model import NewEvent, Outcome
-from app.models import Delivery, Event
+from app.models import Event
 
 log = logging.getLogger(__name__)
 
 NOTIFY_CHANNEL = "mmhub_deliveries"
+_FLUSH_SQL = f"""
+WITH new_events AS (
+  INSERT INTO events (id, source, type, subject, dedup_key, origin, occurred_at, request_id,
+                      headers, payload, raw_body)
+  SELECT id, source, type, subject, dedup_key, origin, occurred_at, request_id,
+         headers::jsonb, payload::jsonb, raw_body
+  FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+              $7::timestamptz[], $8::text[], $9::text[], $10::text[], $11::bytea[])
+       AS e(id, source, type, subject, dedup_key, origin, occurred_at, request_id,
+            headers, payload, raw_body)
+  ON CONFLICT (source, dedup_key) DO NOTHING
+  RETURNING id
+), new_deliveries AS (
+  INSERT INTO deliveries (id, event_id, route, target, ordering_key)
+  SELECT d.id, d.event_id, d.route, d.target, d.ordering_key
+  FROM unnest($12::uuid[], $13::uuid[], $14::text[], $15::text[], $16::text[])
+       AS d(id, event_id, route, target, ordering_key)
+  WHERE d.event_id IN (SELECT id FROM new_events)
+  RETURNING 1
+)
+SELECT id, (SELECT pg_notify('{NOTIFY_CHANNEL}', '') WHERE EXISTS (SELECT FROM new_deliveries))
+FROM new_events
+"""  # noqa: S608 - a constant
 _Item = tuple[NewEvent, "asyncio.Future[Outcome]"]
 
 
@@ -64,7 +87,7 @@ class GroupCommitter:
                 batch.append(self._queue.get_nowait())
             try:
                 outcomes = await self._flush([event for event, _ in batch])
-            except (SQLAlchemyError, OSError, TimeoutError) as exc:
+            except Exception as exc:
                 # The transaction did not commit (or we cannot know that it did): nobody gets a 200.
                 log.warning("ingest commit failed for %d events: %s", len(batch), _reason(exc))
                 error = ServiceUnavailable("the database is unavailable; retry later")
@@ -84,22 +107,34 @@ class GroupCommitter:
         firsts: dict[tuple[str, str], NewEvent] = {}
         for event in events:
             firsts.setdefault((event.source, event.dedup_key), event)
-        async with self._engine.begin() as conn:
-            inserted = await conn.execute(
-                pg_insert(Event)
-                .values([_event_row(e) for e in firsts.values()])
-                .on_conflict_do_nothing(index_elements=["source", "dedup_key"])
-                .returning(Event.id)
-            )
-            new_ids = set(inserted.scalars())
-            stored = [e for e in firsts.values() if e.id in new_ids]
-            rows = [_delivery_row(e, d.route, d.target) for e in stored for d in e.deliveries]
-            if rows:
-                await conn.execute(insert(Delivery), rows)
-                await conn.execute(text(f"SELECT pg_notify('{NOTIFY_CHANNEL}', '')"))
-            existing = await self._existing_ids(
-                conn, [k for k, e in firsts.items() if e not in stored]
-            )
+        batch = list(firsts.values())
+        deliveries = [(e, d) for e in batch for d in e.deliveries]
+        args = (
+            [e.id for e in batch],
+            [e.source for e in batch],
+            [e.type for e in batch],
+            [e.subject for e in batch],
+            [e.dedup_key for e in batch],
+            [e.origin for e in batch],
+            [e.occurred_at for e in batch],
+            [e.request_id for e in batch],
+            [orjson.dumps(e.headers).decode() for e in batch],
+            [orjson.dumps(e.payload).decode() for e in batch],
+            [e.raw_body for e in batch],
+            [new_id() for _ in deliveries],
+            [e.id for e, _ in deliveries],
+            [d.route for _, d in deliveries],
+            [d.target for _, d in deliveries],
+            [e.subject for e, _ in deliveries],
+        )
+        async with self._engine.connect() as conn:
+            raw = (await conn.get_raw_connection()).driver_connection
+            assert raw is not None
+            # One statement, one round trip, its own transaction: events, deliveries, NOTIFY.
+            rows = await raw.fetch(_FLUSH_SQL, *args)
+            new_ids = {row[0] for row in rows}
+            missing = [k for k, e in firsts.items() if e.id not in new_ids]
+            existing = await self._existing_ids(conn, missing)
         return [_outcome(e, firsts, new_ids, existing) for e in events]
 
     @staticmethod

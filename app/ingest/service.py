@@ -7,20 +7,25 @@ import logging
 from fastapi import Request
 
 from app.ingest.committer import GroupCommitter
-from app.ingest.model import NewEvent, Outcome
+from app.ingest.model import NewEvent, Outcome, PlannedDelivery
 from app.ingest.routing import plan_deliveries
 from app.logs import bind
 from app.settings import Settings
 from app.telemetry import INGESTED
 
 log = logging.getLogger(__name__)
+_PLANS: dict[tuple[int, str, str], list[PlannedDelivery]] = {}  # the hub config is immutable
 
 
 async def record_event(request: Request, event: NewEvent) -> Outcome:
     """Plan one delivery per routed target and wait until all of it is committed."""
     settings: Settings = request.app.state.settings
     committer: GroupCommitter = request.app.state.committer
-    event.deliveries = plan_deliveries(settings.hub, event.source, event.type)
+    key = (id(settings.hub), event.source, event.type)
+    planned = _PLANS.get(key)
+    if planned is None:
+        planned = _PLANS[key] = plan_deliveries(settings.hub, event.source, event.type)
+    event.deliveries = planned
     bind(source=event.source, event_type=event.type, subject=event.subject)
     outcome = await committer.submit(event)
     bind(event_id=str(outcome.event_id))
