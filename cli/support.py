@@ -56,7 +56,7 @@ ReasonOpt = Annotated[str | None, typer.Option("--reason", help="why, for the au
 
 def register(app: typer.Typer) -> None:
     """Add the support commands to the `mmhub` app."""
-    from cli import deliveries, events, replay, targets, tokens
+    from cli import deliveries, events, purge, replay, targets, tokens
 
     app.add_typer(deliveries.app, name="deliveries", help="Search, inspect, cancel deliveries.")
     app.add_typer(events.app, name="events", help="Search and inspect received events.")
@@ -65,6 +65,7 @@ def register(app: typer.Typer) -> None:
     app.command("audit")(targets.audit)
     app.command("stats")(targets.stats)
     app.command("admin-token")(tokens.admin_token)
+    app.command("purge")(purge.purge_command)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
