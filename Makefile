@@ -5,7 +5,7 @@ export LC_ALL := C.UTF-8
 export UV_PYTHON_DOWNLOADS := never
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint fmt typecheck migrate bench bench-ingest bench-dispatch check
+.PHONY: help install run test lint fmt typecheck migrate bench bench-ingest bench-dispatch bench-purge check
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -43,10 +43,15 @@ check: lint typecheck test ## everything CI runs
 migrate: install ## apply the database migrations
 	$(UV) run mmhub migrate
 
-bench: bench-ingest bench-dispatch ## every benchmark
+bench: bench-ingest bench-dispatch bench-purge ## every benchmark
 
 bench-ingest: install ## durable ingest vs a bare route, same server, same run
 	$(UV) run python -m benchmarks.ingest
 
 bench-dispatch: install ## draining a backlog and end-to-end latency vs a plain client
 	$(UV) run python -m benchmarks.dispatch
+
+# 1M events by default (a few minutes); PURGE_ROWS=10000000 for the full-size case (~15 GB, long).
+PURGE_ROWS ?= 1000000
+bench-purge: install ## purge time and ingest latency during a purge, on a loaded table
+	$(UV) run python -m benchmarks.purge --rows $(PURGE_ROWS)
