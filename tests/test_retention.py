@@ -410,6 +410,26 @@ async def test_events_stored_by_the_real_ingest_are_purged(
     assert report.events == 2 and report.deliveries == deliveries * 2 // 3
 
 
+async def test_the_duty_cycle_rests_between_batches(
+    engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    await add_events(engine, 30)
+
+    report = await asyncio.wait_for(
+        purge(sessions, CUTOFF, include_dead=False, batch=10, duty_cycle=0.25), timeout=20
+    )
+
+    # After each full batch, three times as long as it took (a lower bound, not a speed).
+    busy = sum(report.batch_seconds)
+    assert report.batches == 3 and report.events == 30
+    rests = 3 * busy
+    assert report.seconds >= busy + rests - 0.001 * report.batches
+    with pytest.raises(ValueError, match="duty_cycle"):
+        await purge(sessions, CUTOFF, include_dead=False, duty_cycle=0)
+    with pytest.raises(ValueError, match="duty_cycle"):
+        await purge(sessions, CUTOFF, include_dead=False, duty_cycle=1.5)
+
+
 async def test_parameters_are_checked(sessions: async_sessionmaker[AsyncSession]) -> None:
     async with sessions.begin() as session:
         with pytest.raises(ValueError, match="batch"):
