@@ -54,7 +54,9 @@ PORTALS = [
 HUB_CONFIG: dict[str, Any] = {
     "sources": {
         "bitrix24": {"portals": PORTALS},
-        "onec": {"auth": {"type": "basic", "username": "exchange", "password": "s3cret-1c-pw"}},
+        "onec": {
+            "auth": {"type": "basic", "username": "exchange", "password": "s3cret-1c-password"}
+        },
     },
     "targets": {
         "erp": {"kind": "onec", "url": "http://127.0.0.1:9/erp", "allow_private": True},
