@@ -18,7 +18,7 @@ from sqlalchemy import select, tuple_
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.errors import ServiceUnavailable
+from app.errors import ServiceUnavailable, Unprocessable
 from app.ids import new_id
 from app.ingest.model import NewEvent, Outcome
 from app.models import Event
@@ -49,7 +49,8 @@ WITH new_events AS (
 SELECT id, (SELECT pg_notify('{NOTIFY_CHANNEL}', '') WHERE EXISTS (SELECT FROM new_deliveries))
 FROM new_events
 """  # noqa: S608 - a constant
-_Item = tuple[NewEvent, "asyncio.Future[Outcome]"]
+# An event with its payload already serialised (once, in the request's own task).
+_Item = tuple[tuple[NewEvent, str], "asyncio.Future[Outcome]"]
 
 
 class GroupCommitter:
@@ -76,8 +77,15 @@ class GroupCommitter:
 
     async def submit(self, event: NewEvent) -> Outcome:
         """Store the event and its deliveries; returns once they are committed."""
+        payload = orjson.dumps(event.payload).decode()
+        texts = (event.type, event.subject, event.dedup_key, event.origin or "")
+        if "\\u0000" in payload or any("\x00" in text for text in texts):
+            # PostgreSQL stores no NUL in text or jsonb; refused here, it cannot fail a shared batch.
+            raise Unprocessable(
+                "the payload contains a NUL character (\\u0000), which cannot be stored"
+            )
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((event, future))
+        self._queue.put_nowait(((event, payload), future))
         return await future
 
     async def _run(self) -> None:
@@ -86,7 +94,7 @@ class GroupCommitter:
             while len(batch) < self._max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
-                outcomes = await self._flush([event for event, _ in batch])
+                outcomes = await self._flush([item for item, _ in batch])
             except Exception as exc:
                 # The transaction did not commit (or we cannot know that it did): nobody gets a 200.
                 log.warning("ingest commit failed for %d events: %s", len(batch), _reason(exc))
@@ -102,7 +110,9 @@ class GroupCommitter:
                 for _ in batch:
                     self._queue.task_done()
 
-    async def _flush(self, events: Sequence[NewEvent]) -> list[Outcome]:
+    async def _flush(self, items: Sequence[tuple[NewEvent, str]]) -> list[Outcome]:
+        events = [event for event, _ in items]
+        payloads = {id(event): payload for event, payload in items}
         # The first of several identical requests in one batch is the one stored.
         firsts: dict[tuple[str, str], NewEvent] = {}
         for event in events:
@@ -119,7 +129,7 @@ class GroupCommitter:
             [e.occurred_at for e in batch],
             [e.request_id for e in batch],
             [orjson.dumps(e.headers).decode() for e in batch],
-            [orjson.dumps(e.payload).decode() for e in batch],
+            [payloads[id(e)] for e in batch],
             [e.raw_body for e in batch],
             [new_id() for _ in deliveries],
             [e.id for e, _ in deliveries],

@@ -256,3 +256,28 @@ async def test_metrics_count_accepted_and_refused(hub: HubClient) -> None:
     assert 'mmhub_ingested_events_total{duplicate="false"' in text
     assert "mmhub_ingest_rejected_total{" in text
     assert 'status="401"' in text
+
+
+async def test_nul_in_payload_is_refused_and_does_not_fail_others(
+    hub: HubClient, engine: AsyncEngine
+) -> None:
+    bad = b'{"type": "X", "ref": "b1c89da7-cb6a-11e6-aede-5404a6b4b8ed", "data": {"a": "\\u0000"}}'
+    headers = {"content-type": "application/json", "authorization": BASIC}
+    replies = await asyncio.gather(
+        hub.post("/webhooks/1c", content=bad, headers=headers),
+        hub.post("/webhooks/bitrix24", content=DEAL, headers=FORM),
+    )
+    assert_problem(replies[0], 422)
+    assert "NUL" in replies[0].json()["detail"]
+    assert replies[1].status_code == 200
+    assert await count(engine) == (1, 2)
+
+
+async def test_nul_in_event_name_is_refused(hub: HubClient, engine: AsyncEngine) -> None:
+    reply = await hub.post(
+        "/webhooks/bitrix24",
+        content=DEAL.replace(b"event=ONCRMDEALADD", b"event=ONCRM%00DEAL"),
+        headers=FORM,
+    )
+    assert_problem(reply, 422)
+    assert await count(engine) == (0, 0)
