@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -24,12 +25,30 @@ cli = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_
 def settings_or_exit(*, own: bool = False) -> Settings:
     """Load and resolve settings; a configuration error ends the command with one clear line."""
     try:
+        use_running_config()
         settings = load_settings()
         setup_logging(settings.log_level)
         return resolve(settings, own=own)
     except ConfigError as exc:
         typer.secho(f"configuration error: {exc}", err=True, fg="red")
         raise typer.Exit(2) from None
+
+
+def _config_record() -> Path:
+    return Path(os.environ.get("MMHUB_STATE_DIR", ".mmhub")) / "config-path"
+
+
+def use_running_config() -> None:
+    """With no MMHUB_CONFIG and no ./mmhub.yaml, use the file `make run` runs with (a second
+    terminal then knows the same targets as the hub it talks to)."""
+    if "MMHUB_CONFIG" in os.environ or Path("mmhub.yaml").exists():
+        return
+    try:
+        recorded = Path(_config_record().read_text().strip())
+    except OSError:
+        return
+    if recorded.exists():
+        os.environ["MMHUB_CONFIG"] = str(recorded)
 
 
 @cli.command()
@@ -147,6 +166,8 @@ def dev(
 
     settings = settings_or_exit(own=True)
     upgrade(settings.require_database_url)
+    _config_record().parent.mkdir(parents=True, exist_ok=True)
+    _config_record().write_text(str(settings.config.resolve()))
     env = {
         **os.environ,
         "MMHUB_DATABASE_URL": settings.require_database_url,
