@@ -555,6 +555,7 @@ class Window:
     p99_ms: float = math.nan
     max_ms: float = math.nan
     cores: dict[str, float] = field(default_factory=dict)
+    db: dict[str, float] = field(default_factory=dict)  # WAL written, blocks read, checkpoints
 
     @classmethod
     def of(cls, name: str, samples: list[Sample], start: float, end: float) -> Window:
@@ -566,6 +567,30 @@ class Window:
         window.p99_ms = percentile(ok, 99)
         window.max_ms = ok[-1] if ok else math.nan
         return window
+
+
+_DB_COUNTERS = """
+SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0') / 1048576.0 AS wal_mb,
+       (SELECT blks_read FROM pg_stat_database WHERE datname = current_database())
+           * 8 / 1024.0 AS read_mb,
+       (SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter) AS checkpoints
+"""
+
+
+async def db_counters(database_url: str) -> dict[str, float]:
+    """WAL written, blocks read from outside shared_buffers (MB) and checkpoints, so far."""
+    import asyncpg
+
+    conn = await asyncpg.connect(_dsn(database_url))
+    try:
+        row = await conn.fetchrow(_DB_COUNTERS)
+    finally:
+        await conn.close()
+    return {key: float(value) for key, value in row.items()}
+
+
+def _delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {key: round(after[key] - before[key], 1) for key in after}
 
 
 class CpuMeter:
@@ -746,18 +771,23 @@ async def run_phases(
     runner = asyncio.create_task(load.run())
     cpu = CpuMeter(server.pid, pg_pid)
     tracker = asyncio.create_task(cpu.track())
-    # (name, start, end, cores): the windows are read once every request has had its reply.
-    spans: list[tuple[str, float, float, dict[str, float]]] = []
+    # (name, start, end, cores, db): the windows are read once every request has had its reply.
+    spans: list[tuple[str, float, float, dict[str, float], dict[str, float]]] = []
 
     say(f"ingest at {args.rate:g}/s: warm-up {args.warmup:g} s, baseline {args.baseline:g} s")
     await asyncio.sleep(args.warmup)
     await wait_for_quiet(cpu, args.quiet_wait)
+    db = await db_counters(database_url)
     start = loop.time()
     await asyncio.sleep(args.baseline)
     end = loop.time()
-    spans.append(("baseline (no purge)", start, end, cpu.lap()))
+    cores = cpu.lap()
+    spans.append(
+        ("baseline (no purge)", start, end, cores, _delta(db, await db_counters(database_url)))
+    )
 
     await wait_for_quiet(cpu, args.quiet_wait)
+    db = await db_counters(database_url)
     say(f"purging everything received before {cutoff} (batch {args.batch}) ...")
     started = asyncio.Event()
     job = asyncio.create_task(
@@ -772,24 +802,27 @@ async def run_phases(
     cpu.lap()
     outcome = await job
     end = loop.time()
-    spans.append(("during purge", start, end, cpu.lap(outcome.get("cpu_s", 0.0))))
+    cores = cpu.lap(outcome.get("cpu_s", 0.0))
+    spans.append(("during purge", start, end, cores, _delta(db, await db_counters(database_url))))
     if "error" in outcome:
         load.stop()
         await runner
         raise RuntimeError("the purge failed:\n" + outcome["error"])
 
     say(f"purge done in {end - start:,.1f} s; ingest {args.after:g} s more")
+    db = await db_counters(database_url)
     start = loop.time()
     await asyncio.sleep(args.after)
     end = loop.time()
-    spans.append(("after purge", start, end, cpu.lap()))
+    cores = cpu.lap()
+    spans.append(("after purge", start, end, cores, _delta(db, await db_counters(database_url))))
     load.stop()
     await runner
     tracker.cancel()
     windows = []
-    for name, first, last, cores in spans:
+    for name, first, last, used, activity in spans:
         windows.append(Window.of(name, load.samples, first, last))
-        windows[-1].cores = cores
+        windows[-1].cores, windows[-1].db = used, activity
     warm = Window.of("all", load.samples, -math.inf, math.inf)
 
     # The next run, at once: nothing left to purge, but the rows just deleted are dead index
@@ -894,7 +927,7 @@ def print_report(result: dict[str, Any]) -> None:
     print()
     head = f"  {'ingest at ' + format(result['rate'], 'g') + '/s':<22}{'seconds':>9}{'200s':>9}"
     head += f"{'rate/s':>8}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'max ms':>9}{'failed':>8}"
-    print(head + "   cores api/pg/purge/other")
+    print(head + f"{'WAL MB':>8}{'read MB':>9}{'ckpts':>6}   cores api/pg/purge/other")
     for w in result["windows"]:
         cores = "/".join(
             f"{w['cores'].get(k, 0):.2f}" for k in ("api", "postgres", "purge", "other")
@@ -902,7 +935,8 @@ def print_report(result: dict[str, Any]) -> None:
         print(
             f"  {w['name']:<22}{w['seconds']:>9,.1f}{w['ok']:>9,}{w['rate']:>8,.0f}"
             f"{_ms(w['p50_ms']):>9}{_ms(w['p90_ms']):>9}{_ms(w['p99_ms']):>9}"
-            f"{_ms(w['max_ms']):>9}{w['failed']:>8}   {cores}"
+            f"{_ms(w['max_ms']):>9}{w['failed']:>8}{w['db']['wal_mb']:>8,.0f}"
+            f"{w['db']['read_mb']:>9,.0f}{w['db']['checkpoints']:>6,.0f}   {cores}"
         )
     base, during = result["windows"][0], result["windows"][1]
     print()

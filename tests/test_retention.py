@@ -230,7 +230,6 @@ async def test_batch_bound_holds_among_events_received_in_the_same_instant(
     report = await run_purge(sessions, batch=5)
 
     assert report.events == 23 and report.batches == 5
-    assert max(report.batch_seconds) < 20
     assert await present(engine, [*done, *busy]) == set(busy)
 
     # One step at a time: each stays within its batch and starts after the previous one.
