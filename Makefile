@@ -51,7 +51,7 @@ bench-ingest: install ## durable ingest vs a bare route, same server, same run
 bench-dispatch: install ## draining a backlog and end-to-end latency vs a plain client
 	$(UV) run python -m benchmarks.dispatch
 
-# 1M events by default (a few minutes); PURGE_ROWS=10000000 for the full-size case (~15 GB, long).
+# 1M events by default (3-4 minutes); PURGE_ROWS=10000000 for the full-size case (~20 GB, ~15 min).
 PURGE_ROWS ?= 1000000
 bench-purge: install ## purge time and ingest latency during a purge, on a loaded table
 	$(UV) run python -m benchmarks.purge --rows $(PURGE_ROWS)
