@@ -407,6 +407,11 @@ async def test_events_stored_by_the_real_ingest_are_purged(
 
     assert await present(engine, ids) == {ids[2]}
     assert report.events == 2 and report.deliveries == deliveries * 2 // 3
+    # Deduplication remembers what retention keeps: a purged event sent again is a new one.
+    again = await hub.post("/webhooks/bitrix24", content=deal(1), headers=FORM)
+    assert again.status_code == 200 and again.json()["duplicate"] is False
+    kept = await hub.post("/webhooks/bitrix24", content=deal(3), headers=FORM)
+    assert kept.json()["duplicate"] is True and kept.json()["event_id"] == str(ids[2])
 
 
 async def test_the_duty_cycle_rests_between_batches(
