@@ -144,12 +144,6 @@ class EmbeddedServers:
             runtime.owner_pid = os.getpid()
             self.runtime_file.write_text(json.dumps(asdict(runtime)))
 
-    def owned_by_live_process(self) -> bool:
-        runtime = self.running()
-        return (
-            runtime is not None and runtime.owner_pid != os.getpid() and _alive(runtime.owner_pid)
-        )
-
     def stop(self) -> None:
         """Stop both servers and forget them."""
         with self._lock():

@@ -15,7 +15,7 @@ from sqlalchemy.orm import selectinload
 
 from app.admin.filters import DeliveryFilter
 from app.errors import BadRequest, NotFound
-from app.models import AuditEntry, Delivery, DeliveryAttempt, Event, TargetState
+from app.models import AuditEntry, Delivery, Event, TargetState
 
 MAX_PAGE = 500
 T = TypeVar("T")
@@ -169,8 +169,3 @@ async def audit_entries(
     if since is not None:
         query = query.where(AuditEntry.at >= since)
     return list((await session.execute(query)).scalars())
-
-
-async def attempts_of(session: AsyncSession, delivery_id: uuid.UUID) -> list[DeliveryAttempt]:
-    query = select(DeliveryAttempt).where(DeliveryAttempt.delivery_id == delivery_id)
-    return list((await session.execute(query.order_by(DeliveryAttempt.number))).scalars())
