@@ -26,8 +26,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 
 ROOT = Path(__file__).resolve().parent.parent
-# The shared wire fixtures live beside the repository (MMHUB_FIXTURES overrides the folder).
-FIXTURES = Path(os.environ.get("MMHUB_FIXTURES", ROOT.parent / "shared" / "fixtures"))
+# The wire fixtures live in tests/fixtures (MMHUB_FIXTURES overrides the folder).
+FIXTURES = Path(os.environ.get("MMHUB_FIXTURES", ROOT / "tests" / "fixtures"))
 BARE_PATH = "/bench/bare"
 INGEST_PATH = "/webhooks/bitrix24"
 FORM = "application/x-www-form-urlencoded"

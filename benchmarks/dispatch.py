@@ -62,7 +62,7 @@ import psutil
 from benchmarks.sink import Sink, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = Path(os.environ.get("MMHUB_FIXTURES", ROOT.parent / "shared" / "fixtures"))
+FIXTURES = Path(os.environ.get("MMHUB_FIXTURES", ROOT / "tests" / "fixtures"))
 DEAL_FIXTURE = "bitrix24/webhook-deal-add.form"
 FORM = "application/x-www-form-urlencoded"
 INGEST_PATH = "/webhooks/bitrix24"

@@ -1,10 +1,10 @@
-"""Locate the shared wire fixtures (/work/shared/fixtures, a sibling of the repository)."""
+"""Locate the wire fixtures kept in the repository (tests/fixtures/)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-FIXTURES = Path(__file__).resolve().parent.parent.parent / "shared" / "fixtures"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 def fixture_bytes(rel: str) -> bytes:
