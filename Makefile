@@ -5,7 +5,7 @@ export LC_ALL := C.UTF-8
 export UV_PYTHON_DOWNLOADS := never
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint fmt typecheck migrate bench bench-ingest bench-dispatch bench-purge check
+.PHONY: help install run test test-tools lint fmt typecheck migrate bench bench-ingest bench-dispatch bench-purge check
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -23,7 +23,13 @@ DEV_SINK := $(if $(DEV_DEFAULT),--sink,)
 run: install ## the hub on embedded PostgreSQL and Valkey (or MMHUB_DATABASE_URL / MMHUB_REDIS_URL)
 	$(DEV_DEFAULT) $(UV) run mmhub dev $(DEV_SINK)
 
-test: install ## the whole suite on real PostgreSQL 16 and a real Redis-compatible server
+# Debian tools the tests drive, as COMMAND=PACKAGE pairs; installed by `make test` when missing.
+TEST_APT_TOOLS :=
+
+test-tools: ## the system tools the tests drive (apt-get, when missing)
+	@bash tests/tools/ensure-apt.sh $(TEST_APT_TOOLS)
+
+test: install test-tools ## the whole suite on real PostgreSQL 16 and a real Redis-compatible server
 	@$(UV) run pytest $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure here"; fi; exit $$rc
 
