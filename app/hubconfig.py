@@ -36,17 +36,28 @@ Auth = Annotated[BasicAuth | BearerAuth, Field(discriminator="type")]
 
 
 class Portal(_Model):
-    """One Bitrix24 portal; a request is matched by `auth[member_id]`, else `auth[domain]`."""
+    """One Bitrix24 portal; a request is matched by `auth[member_id]`, else `auth[domain]`.
+
+    During a token rotation `application_tokens: [new, old]` accepts either, so no event is refused in the gap.
+    """
 
     member_id: str | None = None
     domain: str | None = None
-    application_token: SecretStr
+    application_token: SecretStr | None = None
+    application_tokens: list[SecretStr] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _needs_identity(self) -> Portal:
         if not self.member_id and not self.domain:
             raise ValueError("a portal needs member_id or domain")
+        if not self.tokens():
+            raise ValueError("a portal needs application_token or application_tokens")
         return self
+
+    def tokens(self) -> list[str]:
+        """Every token this portal accepts (empty values are no token)."""
+        given = [self.application_token, *self.application_tokens]
+        return [t.get_secret_value() for t in given if t is not None and t.get_secret_value()]
 
 
 class Bitrix24Source(_Model):

@@ -10,6 +10,8 @@ from typing import Any
 from asgi_correlation_id import correlation_id
 from pythonjsonlogger.json import JsonFormatter
 
+from app.secrets import mask_credentials
+
 # Fields an ingest or delivery sets while it works, so every line it logs carries them.
 log_context: ContextVar[dict[str, Any] | None] = ContextVar("log_context", default=None)
 
@@ -22,6 +24,10 @@ def bind(**fields: Any) -> None:
 class _ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.__dict__.pop("color_message", None)  # uvicorn's terminal copy of the message
+        message = record.getMessage()
+        masked = mask_credentials(message)  # a credential quoted in a message never reaches the log
+        if masked != message:
+            record.msg, record.args = masked, None
         record.request_id = correlation_id.get()
         for key, value in (log_context.get() or {}).items():
             setattr(record, key, value)

@@ -26,7 +26,14 @@ log = logging.getLogger(__name__)
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _REF = re.compile(r"__mmhub_ref_(\d+)__")
 # Keys whose values are secrets: a literal value there means a secret was committed to the file.
-_SECRET_KEYS = {"password", "token", "application_token", "secret", "webhook_url"}
+_SECRET_KEYS = {
+    "password",
+    "token",
+    "application_token",
+    "application_tokens",
+    "secret",
+    "webhook_url",
+}
 
 
 class ConfigError(Exception):
@@ -125,7 +132,7 @@ def _expand(node: Any, env: dict[str, str], references: list[str], path: str) ->
         return [_expand(v, env, references, f"{path}.{i}") for i, v in enumerate(node)]
     if not isinstance(node, str):
         return node
-    if path.rsplit(".", 1)[-1] in _SECRET_KEYS and not _REF.search(node):
+    if _SECRET_KEYS.intersection(path.split(".")[-2:]) and not _REF.search(node):
         log.warning("%s: a literal secret in the YAML file; use ${VAR} from the environment", path)
 
     def substitute(match: re.Match[str]) -> str:

@@ -10,7 +10,11 @@ from app.hubconfig import Bitrix24Source, Portal
 
 
 def authenticate(source: Bitrix24Source | None, payload: dict[str, Any]) -> Portal:
-    """Match the portal by `auth[member_id]`, else `auth[domain]`, and check its token."""
+    """Match the portal by `auth[member_id]`, else `auth[domain]`, and check its token.
+
+    A portal matched by its domain must not be named by another `member_id`: one portal's token never vouches for
+    another portal's events.
+    """
     auth = payload.get("auth")
     if not isinstance(auth, dict):
         raise Unauthorized("the body carries no auth[application_token]")
@@ -19,10 +23,18 @@ def authenticate(source: Bitrix24Source | None, payload: dict[str, Any]) -> Port
     token = auth.get("application_token")
     if portal is None or not isinstance(token, str):
         raise Unauthorized("unknown portal or missing application token")
-    expected = portal.application_token.get_secret_value()
-    if not hmac.compare_digest(token.encode(), expected.encode()):
+    if portal.member_id and member_id and member_id != portal.member_id:
+        raise Unauthorized("the member_id does not belong to the portal of that domain")
+    if not token_matches(token, portal.tokens()):
         raise Unauthorized("the application token does not match the portal's")
     return portal
+
+
+def token_matches(token: str, accepted: list[str]) -> bool:
+    """Compare ``token`` with every accepted one in constant time (no early exit tells which one was close)."""
+    given = token.encode()
+    results = [hmac.compare_digest(given, expected.encode()) for expected in accepted]
+    return any(results)
 
 
 def _find_portal(source: Bitrix24Source | None, member_id: Any, domain: Any) -> Portal | None:
