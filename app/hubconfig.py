@@ -167,6 +167,8 @@ class Route(_Model):
     name: str
     from_: RouteFrom = Field(alias="from")
     to: list[RouteTarget]
+    # latest: of the waiting deliveries of one subject, only the newest is sent; the others end superseded.
+    coalesce: Literal["latest"] | None = None
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -50,6 +50,10 @@ class DeliveryStatus(enum.StrEnum):
     DEAD = "dead"
     HELD = "held"
     CANCELLED = "cancelled"
+    # coalesce: latest: a newer waiting delivery of the same subject and route carried the state instead.
+    SUPERSEDED = "superseded"
+    # echo_user_id: the change was the hub's own write coming back.
+    SUPPRESSED = "suppressed"
 
 
 # Deliveries still on their way: they hold later deliveries with the same ordering key.
@@ -138,6 +142,10 @@ class Delivery(Base):
     retry_offset: Mapped[int] = mapped_column(Integer, server_default="0")
     # Edit-and-replay: the corrected data sent instead of the event's (the event keeps the original).
     payload_override: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    # superseded: the delivery that carried this one's state (coalesce: latest).
+    superseded_by: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("deliveries.id", ondelete="SET NULL")
+    )
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -159,6 +159,8 @@ def _facts(record: Record) -> Table:
         rows.append(("delivered", ago(record["delivered_at"])))
     if record["last_error"]:
         rows.append(("last error", record["last_error"]))
+    if record.get("superseded_by"):
+        rows.append(("superseded by", f"{record['superseded_by']} (it carried the latest state)"))
     for name, value in rows:
         grid.add_row(name, value)
     return grid

@@ -20,6 +20,7 @@ from sqlalchemy import text
 
 from app.hubconfig import Target as TargetSpec
 from app.telemetry import DELIVERY_ATTEMPTS, DELIVERY_DURATION
+from dispatch.coalesce import coalescing_routes, supersede_stale
 from dispatch.limits import Gate, gate, hold_waiting, judge_breaker
 from dispatch.retry import next_step
 from dispatch.runtime import Runtime
@@ -97,6 +98,7 @@ async def _lane(rt: Runtime, target: str, spec: TargetSpec, deadline: float, lan
     """
     loop = asyncio.get_running_loop()
     done = 0
+    coalescing = coalescing_routes(rt.settings.hub)
     async with rt.engine.connect() as pooled:
         conn = (await pooled.get_raw_connection()).driver_connection
         assert conn is not None
@@ -114,8 +116,12 @@ async def _lane(rt: Runtime, target: str, spec: TargetSpec, deadline: float, lan
                 token = uuid.uuid4()
                 lease = _lease_seconds(rt, target, spec, limit)
                 rows = await conn.fetch(_CLAIM_SQL, target, limit, token, lease)
+                to_send = await supersede_stale(conn, rows, token, coalescing)
             if not rows:
                 return done
+            if not to_send:
+                continue  # every head gave way to a newer delivery, which is claimable now
+            rows = to_send
             batch = [_claimed(rt, target, row, token) for row in rows]
             sent = await asyncio.gather(*(_send(rt, target, spec, c) for c in batch))
             await _record(conn, rt, target, spec, sent, probe=state is Gate.HALF_OPEN)

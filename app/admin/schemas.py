@@ -61,6 +61,8 @@ class DeliveryBrief(_Out):
     attempt_count: int
     next_attempt_at: datetime
     last_error: str | None
+    # superseded (coalesce: latest): the delivery that carried this one's state
+    superseded_by: uuid.UUID | None = None
     manual_next: bool
     created_at: datetime
     updated_at: datetime
