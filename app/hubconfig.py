@@ -35,23 +35,41 @@ class BearerAuth(_Model):
 Auth = Annotated[BasicAuth | BearerAuth, Field(discriminator="type")]
 
 
+class PortalApp(_Model):
+    """The hub as a Bitrix24 local application: OAuth 2.0 tokens come with ONAPPINSTALL and are kept encrypted."""
+
+    client_id: str
+    client_secret: SecretStr
+    # The authorization server that renews tokens (Bitrix24's own, unless a test or a proxy says otherwise).
+    oauth_url: str = "https://oauth.bitrix.info/oauth/token/"
+    allow_private: bool = (
+        False  # an oauth_url on loopback or a private range (tests, a local proxy)
+    )
+
+
 class Portal(_Model):
     """One Bitrix24 portal; a request is matched by `auth[member_id]`, else `auth[domain]`.
 
     During a token rotation `application_tokens: [new, old]` accepts either, so no event is refused in the gap.
+    A portal with `app` may name no token: the one its ONAPPINSTALL brought is kept (encrypted) and accepted.
     """
 
     member_id: str | None = None
     domain: str | None = None
     application_token: SecretStr | None = None
     application_tokens: list[SecretStr] = Field(default_factory=list)
+    app: PortalApp | None = None
 
     @model_validator(mode="after")
     def _needs_identity(self) -> Portal:
         if not self.member_id and not self.domain:
             raise ValueError("a portal needs member_id or domain")
-        if not self.tokens():
-            raise ValueError("a portal needs application_token or application_tokens")
+        if not self.tokens() and self.app is None:
+            raise ValueError("a portal needs application_token, application_tokens or app")
+        if self.app is not None and not self.member_id:
+            raise ValueError(
+                "a portal with app needs member_id (its installation is kept by member_id)"
+            )
         return self
 
     def tokens(self) -> list[str]:

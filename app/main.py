@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 
 from app.admin.deps import ReplayRunner
 from app.admin.router import router as admin_router
+from app.bitrix24.installs import InstalledTokens
 from app.db import make_engine, make_sessionmaker
 from app.errors import install_error_handlers
 from app.health import router as health_router
@@ -43,6 +44,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     replays.resume()  # bulk replays a previous API process left running
     app.state.engine, app.state.redis, app.state.committer = engine, redis, committer
     app.state.sessions, app.state.replays = sessions, replays
+    # Bitrix24 application portals: their tokens at rest, and the tokens their installs brought.
+    app.state.cipher = cipher = settings.token_cipher()
+    app.state.installed_tokens = InstalledTokens(sessions, cipher) if cipher else None
     try:
         yield
     finally:

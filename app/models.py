@@ -233,3 +233,26 @@ class ReplayJob(Base):
     # Keyset over deliveries.seq: work is (cursor, upto]; rows accepted later are not touched.
     cursor: Mapped[int] = mapped_column(BigInteger, server_default="0")
     upto: Mapped[int] = mapped_column(BigInteger)
+
+
+class Bitrix24Install(Base):
+    """The hub installed as a local application on a portal: its OAuth 2.0 tokens, encrypted at rest.
+
+    Only ciphertext is stored (app.bitrix24.cipher); uninstall revokes (the tokens are wiped, the row stays).
+    """
+
+    __tablename__ = "bitrix24_installs"
+
+    member_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    domain: Mapped[str | None] = mapped_column(Text)
+    client_endpoint: Mapped[str] = mapped_column(Text)
+    scope: Mapped[str | None] = mapped_column(Text)
+    application_token: Mapped[bytes | None] = mapped_column(LargeBinary)
+    access_token: Mapped[bytes | None] = mapped_column(LargeBinary)
+    refresh_token: Mapped[bytes | None] = mapped_column(LargeBinary)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    installed_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

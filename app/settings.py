@@ -15,9 +15,10 @@ from typing import Any
 
 import yaml
 from dotenv import dotenv_values
-from pydantic import Field, ValidationError
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.bitrix24.cipher import TokenCipher
 from app.durations import Duration
 from app.hubconfig import HubConfig
 
@@ -64,6 +65,8 @@ class Settings(BaseSettings):
     queue_name: str = "mmhub"
     # Relay and worker serve Prometheus metrics on this port when set (the API serves /metrics).
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    # Fernet keys (newest first, comma-separated) that encrypt Bitrix24 OAuth tokens at rest; needed with `app`.
+    token_keys: SecretStr | None = None
     hub: HubConfig = Field(default_factory=HubConfig)
 
     @property
@@ -71,6 +74,20 @@ class Settings(BaseSettings):
         if not self.database_url:
             raise ConfigError("MMHUB_DATABASE_URL: not set and no embedded server was started")
         return self.database_url
+
+    def token_cipher(self) -> TokenCipher | None:
+        """The cipher for stored Bitrix24 tokens; None when no portal runs as an application."""
+        portals = self.hub.sources.bitrix24.portals if self.hub.sources.bitrix24 else []
+        if not any(portal.app for portal in portals):
+            return None
+        if self.token_keys is None:
+            raise ConfigError(
+                "MMHUB_TOKEN_KEYS: required when a Bitrix24 portal has `app` (mmhub bitrix24 new-key)"
+            )
+        try:
+            return TokenCipher(self.token_keys.get_secret_value())
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
 
     @property
     def require_redis_url(self) -> str:
@@ -88,7 +105,9 @@ def load_settings(**overrides: Any) -> Settings:
     if "hub" in overrides:
         return settings
     hub = load_hub_config(settings.config, explicit="MMHUB_CONFIG" in os.environ)
-    return settings.model_copy(update={"hub": hub})
+    settings = settings.model_copy(update={"hub": hub})
+    settings.token_cipher()  # an application portal without usable keys stops the start here, in one line
+    return settings
 
 
 def load_hub_config(path: Path, *, explicit: bool = True) -> HubConfig:

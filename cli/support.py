@@ -56,7 +56,7 @@ ReasonOpt = Annotated[str | None, typer.Option("--reason", help="why, for the au
 
 def register(app: typer.Typer) -> None:
     """Add the support commands to the `mmhub` app."""
-    from cli import deliveries, events, purge, replay, targets, tokens
+    from cli import bitrix24, deliveries, events, purge, replay, targets, tokens
 
     app.add_typer(deliveries.app, name="deliveries", help="Search, inspect, cancel deliveries.")
     app.add_typer(events.app, name="events", help="Search and inspect received events.")
@@ -66,6 +66,9 @@ def register(app: typer.Typer) -> None:
     app.command("stats")(targets.stats)
     app.command("admin-token")(tokens.admin_token)
     app.command("purge")(purge.purge_command)
+    app.add_typer(
+        bitrix24.app, name="bitrix24", help="The hub as a Bitrix24 application: token keys."
+    )
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

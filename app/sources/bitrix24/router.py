@@ -18,9 +18,11 @@ from app.ingest.replies import ERROR_REPLIES, Accepted
 from app.ingest.scrub import mask_secrets, safe_headers
 from app.ingest.service import record_event
 from app.secrets import redact, secret_values
+from app.sources.bitrix24 import lifecycle
+from app.sources.bitrix24.lifecycle import LIFECYCLE_EVENTS
 from app.sources.bitrix24.parse import Bitrix24Event, parse_b24
 from app.sources.bitrix24.phpform import parse_php_form
-from app.sources.bitrix24.verify import authenticate
+from app.sources.bitrix24.verify import authenticate_installed
 from app.sources.errors import MalformedError, ShapeError
 
 router = APIRouter(tags=["ingest"])
@@ -30,7 +32,12 @@ router = APIRouter(tags=["ingest"])
 async def bitrix24_webhook(request: Request, body: bytes = Depends(read_body)) -> Response:
     """Accept one Bitrix24 event once it is committed with its deliveries."""
     payload = _parse_body(request, body)
-    authenticate(request.app.state.settings.hub.sources.bitrix24, payload)
+    name = payload.get("event")
+    if isinstance(name, str) and name.strip().upper() in LIFECYCLE_EVENTS:
+        reply = await lifecycle.handle(request, name.strip().upper(), payload)
+        return Response(orjson.dumps(reply), media_type="application/json")
+    source = request.app.state.settings.hub.sources.bitrix24
+    await authenticate_installed(source, payload, request.app.state.installed_tokens)
     try:
         parsed = parse_b24(payload)
     except ShapeError as exc:

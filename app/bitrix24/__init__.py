@@ -1,0 +1,1 @@
+"""The hub as a Bitrix24 application: its installations, OAuth tokens and REST access."""
