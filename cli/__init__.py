@@ -142,6 +142,21 @@ def sink(
     serve_sink(host, port)
 
 
+@cli.command("fake-portal")
+def fake_portal(
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="MMHUB_DEV_PORTAL_PORT")] = 8098,
+    user: Annotated[int, typer.Option(help="the webhook's user id")] = 1,
+    code: Annotated[str, typer.Option(envvar="B24_WEBHOOK_CODE", show_default=False)] = "devcode",
+    deals: Annotated[int, typer.Option(help="deals to create at start")] = 100,
+) -> None:
+    """A fake Bitrix24 portal on /rest/{user}/{code}/ with Bitrix24's limits (for `make run`)."""
+    from cli.fake_portal.server import run_fake_portal
+
+    setup_logging("INFO")
+    run_fake_portal(host, port, user=user, code=code, deals=deals)
+
+
 def _serve_metrics(service: str, settings: Settings) -> None:
     from prometheus_client import start_http_server
 
