@@ -8,6 +8,7 @@ import aiohttp
 import pytest
 
 from cli.fake_portal import FakePortal
+from tests.fake_target import FakeTarget
 
 
 @pytest.fixture
@@ -21,3 +22,10 @@ async def portal() -> AsyncIterator[FakePortal]:
 async def session() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as client:
         yield client
+
+
+@pytest.fixture
+async def fake_target() -> AsyncIterator[FakeTarget]:
+    """A real HTTP server on 127.0.0.1 standing in for the target enriched events go to."""
+    async with FakeTarget() as server:
+        yield server
