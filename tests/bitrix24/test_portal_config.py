@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 
 from app.bitrix24.portals import Portals, bucket_name, target_bucket
 from app.hubconfig import HubConfig
+from dispatch.ssrf import check_targets
 
 CODE = "w3bh00kc0de"
 
@@ -81,3 +82,14 @@ async def test_a_bitrix24_target_on_the_portal_takes_from_the_portal_bucket(redi
         bucket = client.bucket
         assert bucket is not None
         assert await bucket.take() > 0  # the target used the portal's burst up
+
+
+def test_a_private_rest_url_is_refused_unless_allowed() -> None:
+    config = hub()
+    rest = config["sources"]["bitrix24"]["portals"][0]["rest"]
+    rest["webhook_url"] = f"http://127.0.0.1:9/rest/1/{CODE}/"
+    with pytest.raises(ValueError, match=r"portal m1 rest.*loopback") as refused:
+        check_targets(HubConfig.model_validate(config))
+    assert CODE not in str(refused.value)
+    rest["allow_private"] = True
+    check_targets(HubConfig.model_validate(config))
