@@ -173,7 +173,11 @@ ROLES = ("api", "relay", "worker")
 @cli.command()
 def dev(
     with_sink: Annotated[
-        bool, typer.Option("--sink", help="also run `mmhub sink` on 127.0.0.1:8099")
+        bool,
+        typer.Option(
+            "--sink",
+            help="also run `mmhub sink` on 127.0.0.1:8099 and `mmhub fake-portal` on :8098",
+        ),
     ] = False,
 ) -> None:
     """Embedded servers, migrations, then every process role in the foreground (Ctrl-C stops all)."""
@@ -188,7 +192,7 @@ def dev(
         "MMHUB_DATABASE_URL": settings.require_database_url,
         "MMHUB_REDIS_URL": settings.require_redis_url,
     }
-    roles = [*ROLES, "sink"] if with_sink else list(ROLES)
+    roles = [*ROLES, "sink", "fake-portal"] if with_sink else list(ROLES)
     children = [subprocess.Popen([sys.executable, "-m", "cli", role], env=env) for role in roles]
     typer.echo(
         f"mmhub is up on http://{settings.host}:{settings.port} "

@@ -368,6 +368,7 @@ def _time(started: float) -> dict[str, Any]:
 def run_fake_portal(host: str, port: int, *, user: int, code: str, deals: int) -> None:
     """Serve a fake portal in the foreground (the `mmhub fake-portal` command), with `deals` deals."""
     portal = FakePortal(webhooks={user: code})
-    for number in range(1, deals + 1):
-        portal.put("deal", {"TITLE": f"Deal {number}", "STAGE_ID": "NEW"})
+    # Deal 7405 is the one tests/fixtures/bitrix24/webhook-deal-add.form is about (README's curl).
+    for number in [*range(1, deals + 1), 7405]:
+        portal.put("deal", {"ID": number, "TITLE": f"Deal {number}", "STAGE_ID": "NEW"})
     web.run_app(portal.app(), host=host, port=port, print=None, access_log=None)
