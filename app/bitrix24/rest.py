@@ -87,13 +87,47 @@ def build_query(params: Mapping[str, Any]) -> str:
     return urlencode(pairs)
 
 
+class Credentials(Protocol):
+    """How calls reach a portal: an inbound webhook URL, or an application's OAuth tokens."""
+
+    @property
+    def base_url(self) -> str:
+        """`https://portal/rest/1/<code>/` for a webhook, `https://portal/rest/` with OAuth."""
+        ...
+
+    async def token(self) -> str | None:
+        """The access token sent as `auth`; None for a webhook."""
+        ...
+
+    async def refresh(self, expired: str | None) -> bool:
+        """After `expired_token` for `expired`: True when a fresh token is there to retry with."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Webhook:
+    """An inbound webhook URL (its code is the credential): nothing to send, nothing to refresh."""
+
+    url: str
+
+    @property
+    def base_url(self) -> str:
+        return self.url if self.url.endswith("/") else self.url + "/"
+
+    async def token(self) -> str | None:
+        return None
+
+    async def refresh(self, expired: str | None) -> bool:
+        return False
+
+
 class PortalClient:
-    """REST calls to one portal through its inbound webhook URL, within the shared rate limit."""
+    """REST calls to one portal (webhook URL or OAuth credentials), within the shared rate limit."""
 
     def __init__(
         self,
         http: aiohttp.ClientSession,
-        webhook_url: str,
+        auth: str | Credentials,  # a webhook URL, or credentials
         bucket: Bucket | None,
         *,
         timeout: float = 30.0,
@@ -102,7 +136,8 @@ class PortalClient:
         backoff_max: float = 30.0,
     ) -> None:
         self._http = http
-        self._base = webhook_url if webhook_url.endswith("/") else webhook_url + "/"
+        self._auth: Credentials = Webhook(auth) if isinstance(auth, str) else auth
+        self._base = self._auth.base_url
         self._secrets = sorted(secret_parts(self._base), key=len, reverse=True)
         self.bucket = bucket  # the portal's, shared with every process
         self._timeout = aiohttp.ClientTimeout(total=timeout)
@@ -145,6 +180,23 @@ class PortalClient:
             params["start"] = reply.next
 
     async def _post(self, method: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """POST with backoff; after `expired_token`, once more with a refreshed token."""
+        for last in (False, True):
+            token = await self._auth.token()
+            try:
+                return await self._post_retrying(
+                    method, {**payload, "auth": token} if token else payload
+                )
+            except RestError as error:
+                if (
+                    last
+                    or error.kind is not Kind.AUTH_EXPIRED
+                    or not await self._auth.refresh(token)
+                ):
+                    raise
+        raise AssertionError("unreachable: the second round returns or raises")  # pragma: no cover
+
+    async def _post_retrying(self, method: str, payload: dict[str, Any]) -> dict[str, Any]:
         async for attempt in self._retrying.copy():
             with attempt:
                 if self.bucket is not None:

@@ -164,6 +164,7 @@ class FakePortal:
     # ---- requests ----
 
     async def _webhook(self, request: web.Request) -> web.Response:
+        self._count(request)
         user = request.match_info["user"]
         known = self.webhooks.get(int(user)) if user.isdigit() else None
         if known is None or known != request.match_info["code"]:
@@ -171,6 +172,7 @@ class FakePortal:
         return await self._serve(request, int(user))
 
     async def _oauth(self, request: web.Request) -> web.Response:
+        self._count(request)
         try:
             params = await _params(request)
         except Fault as fault:
@@ -187,8 +189,6 @@ class FakePortal:
     ) -> web.Response:
         started = time.time()
         method = _method_name(request.match_info["method"])
-        self.stats.requests += 1
-        self.stats.by_method[method] += 1
         if not self.bucket.admit():
             self.stats.limit_errors += 1
             return self._fault(LIMIT)
@@ -203,6 +203,11 @@ class FakePortal:
             return self._fault(fault)
         body = {"result": result, **extra, "time": _time(started)}
         return web.Response(body=orjson.dumps(body), content_type="application/json")
+
+    def _count(self, request: web.Request) -> None:
+        """Every HTTP request to /rest counts, refused ones included (what a client spent)."""
+        self.stats.requests += 1
+        self.stats.by_method[_method_name(request.match_info["method"])] += 1
 
     def _call(self, method: str, params: Mapping[str, Any], user: int) -> Result:
         for injected in self._injected:

@@ -179,3 +179,40 @@ async def test_clients_in_two_processes_stay_within_the_portal_limit_by_sharing_
         assert portal.stats.limit_errors == 0
     else:  # the control: the same burst from two processes with their own buckets
         assert portal.stats.limit_errors > 0
+
+
+class Tokens:
+    """OAuth credentials as an application holds them: an access token, renewed on request."""
+
+    def __init__(self, portal: FakePortal, first: str) -> None:
+        self.portal, self.current, self.refreshed = portal, first, 0
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.portal.url}/rest/"
+
+    async def token(self) -> str | None:
+        return self.current
+
+    async def refresh(self, expired: str | None) -> bool:
+        self.refreshed += 1
+        self.current = f"fresh-{self.refreshed}"
+        self.portal.issue_token(self.current)
+        return True
+
+
+async def test_an_expired_token_is_refreshed_once_and_the_call_made_again(
+    portal: FakePortal, session: aiohttp.ClientSession
+) -> None:
+    portal.put("deal", {"TITLE": "x"})
+    portal.issue_token("old", lifetime=-1)
+    tokens = Tokens(portal, "old")
+    client = PortalClient(session, tokens, None, **FAST)
+    assert (await client.call("crm.deal.get", {"id": 1})).result["TITLE"] == "x"
+    assert tokens.refreshed == 1
+    assert portal.stats.by_method["crm.deal.get"] == 2
+
+    portal.tokens.clear()  # revoked: a refresh cannot help twice in a row
+    with pytest.raises(RestError) as denied:
+        await client.call("crm.deal.get", {"id": 1})
+    assert denied.value.kind is Kind.AUTH
