@@ -16,12 +16,10 @@ Tests change records with `put`/`update`/`delete` (or `PUT`/`DELETE /_fake/recor
 
 from __future__ import annotations
 
-import re
 import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
@@ -30,10 +28,10 @@ from aiohttp import web
 
 from app.sources.bitrix24.phpform import parse_php_form
 from app.sources.errors import MalformedError
+from cli.fake_portal.batch import method_name, run_batch, time_object
 from cli.fake_portal.methods import Fault, Result, call
 from cli.fake_portal.records import Records
 
-MAX_COMMANDS = 50
 LIMIT = Fault(503, "QUERY_LIMIT_EXCEEDED", "Too many requests")
 EXPIRED = Fault(401, "expired_token", "The access token provided has expired.")
 NO_AUTH = Fault(401, "NO_AUTH_FOUND", "Wrong authorization data")
@@ -188,7 +186,7 @@ class FakePortal:
         self, request: web.Request, user: int, params: dict[str, Any] | None = None
     ) -> web.Response:
         started = time.time()
-        method = _method_name(request.match_info["method"])
+        method = method_name(request.match_info["method"])
         if not self.bucket.admit():
             self.stats.limit_errors += 1
             return self._fault(LIMIT)
@@ -196,18 +194,18 @@ class FakePortal:
             params = params if params is not None else await _params(request)
             params.pop("auth", None)
             if method == "batch":
-                result, extra = self._batch(params, user)
+                result, extra = run_batch(params, lambda m, p: self._call(m, p, user))
             else:
                 result, extra = self._call(method, params, user)
         except Fault as fault:
             return self._fault(fault)
-        body = {"result": result, **extra, "time": _time(started)}
+        body = {"result": result, **extra, "time": time_object(started)}
         return web.Response(body=orjson.dumps(body), content_type="application/json")
 
     def _count(self, request: web.Request) -> None:
         """Every HTTP request to /rest counts, refused ones included (what a client spent)."""
         self.stats.requests += 1
-        self.stats.by_method[_method_name(request.match_info["method"])] += 1
+        self.stats.by_method[method_name(request.match_info["method"])] += 1
 
     def _call(self, method: str, params: Mapping[str, Any], user: int) -> Result:
         for injected in self._injected:
@@ -216,49 +214,6 @@ class FakePortal:
                 raise injected.fault
         self.stats.commands += 1
         return call(self.records, method, params, user)
-
-    def _batch(self, params: Mapping[str, Any], user: int) -> Result:
-        commands = params.get("cmd")
-        if isinstance(commands, list):
-            commands = {str(i): text for i, text in enumerate(commands)}
-        if not isinstance(commands, Mapping):
-            raise Fault(400, "INVALID_REQUEST", "cmd must be an array of commands")
-        halt = str(params.get("halt") or "0").lower() in ("1", "true", "y")
-        parts: dict[str, dict[str, Any]] = {
-            n: {} for n in ("result", "result_error", "result_total", "result_next", "result_time")
-        }
-        for n, (key, text) in enumerate(commands.items()):
-            started = time.time()
-            try:
-                if n >= MAX_COMMANDS:
-                    raise Fault(400, "ERROR_BATCH_LENGTH_EXCEEDED", "Max batch length exceeded")
-                result, extra = self._command(str(text), parts["result"], user)
-            except Fault as fault:
-                parts["result_error"][key] = fault.body()
-                if halt:
-                    break
-                continue
-            parts["result"][key] = result
-            parts["result_time"][key] = _time(started)
-            if "total" in extra:
-                parts["result_total"][key] = extra["total"]
-            if "next" in extra:
-                parts["result_next"][key] = extra["next"]
-        # PHP's json_encode writes an empty array as [] and a 0..n-1 keyed one as a list.
-        return {name: _php_array(value) for name, value in parts.items()}, {}
-
-    def _command(self, text: str, done: Mapping[str, Any], user: int) -> Result:
-        method, _, query = text.partition("?")
-        method = _method_name(method)
-        if method == "batch":
-            raise Fault(
-                405, "ERROR_BATCH_METHOD_NOT_ALLOWED", "Method is not allowed for batch usage"
-            )
-        try:
-            params = parse_php_form(query.encode())
-        except MalformedError as exc:
-            raise Fault(400, "INVALID_REQUEST", str(exc)) from None
-        return self._call(method, _resolve(params, done), user)
 
     def _fault(self, fault: Fault) -> web.Response:
         return web.Response(
@@ -293,10 +248,6 @@ class FakePortal:
         return web.json_response({"deleted": gone}, status=200 if gone else 404)
 
 
-def _method_name(raw: str) -> str:
-    return raw.removesuffix(".json").lower()
-
-
 async def _params(request: web.Request) -> dict[str, Any]:
     """Query string and body merged (the body wins), JSON or a PHP-style form."""
     params: dict[str, Any] = {}
@@ -315,59 +266,6 @@ async def _params(request: web.Request) -> dict[str, Any]:
     except (orjson.JSONDecodeError, MalformedError) as exc:
         raise Fault(400, "INVALID_REQUEST", f"unreadable parameters: {exc}") from None
     return params
-
-
-_REFERENCE = re.compile(r"\$result\[([^\]]+)\]((?:\[[^\]]*\])*)")
-
-
-def _resolve(node: Any, done: Mapping[str, Any]) -> Any:
-    """Replace `$result[cmd][field]...` with what an earlier command returned."""
-    if isinstance(node, dict):
-        return {key: _resolve(value, done) for key, value in node.items()}
-    if isinstance(node, list):
-        return [_resolve(value, done) for value in node]
-    if not isinstance(node, str) or "$result[" not in node:
-        return node
-    whole = _REFERENCE.fullmatch(node)
-    if whole:
-        return _lookup(done, whole)
-    return _REFERENCE.sub(lambda m: str(_lookup(done, m)), node)
-
-
-def _lookup(done: Mapping[str, Any], match: re.Match[str]) -> Any:
-    value: Any = done.get(match.group(1))
-    for key in re.findall(r"\[([^\]]*)\]", match.group(2)):
-        if isinstance(value, list) and key.isdigit() and int(key) < len(value):
-            value = value[int(key)]
-        elif isinstance(value, dict):
-            value = value.get(key)
-        else:
-            return None
-    return value
-
-
-def _php_array(value: dict[str, Any]) -> Any:
-    if list(value) == [str(i) for i in range(len(value))]:
-        return list(value.values())
-    return value
-
-
-def _time(started: float) -> dict[str, Any]:
-    finished = time.time()
-
-    def stamp(at: float) -> str:
-        return datetime.fromtimestamp(at, UTC).replace(microsecond=0).isoformat()
-
-    return {
-        "start": started,
-        "finish": finished,
-        "duration": finished - started,
-        "processing": finished - started,
-        "date_start": stamp(started),
-        "date_finish": stamp(finished),
-        "operating_reset_at": int(started) + 600,
-        "operating": 0,
-    }
 
 
 def run_fake_portal(host: str, port: int, *, user: int, code: str, deals: int) -> None:
