@@ -61,7 +61,15 @@ class Runtime:
                 for name, spec in hub.targets.items()
                 if (bucket := target_bucket(redis, hub, name, spec)) is not None
             },
-            portals=Portals(hub, redis, http),
+            # A read happens inside a delivery's lease: a few quick retries, then the attempt fails.
+            portals=Portals(
+                hub,
+                redis,
+                http,
+                timeout=hub.retry.timeout.total_seconds(),
+                attempts=3,
+                backoff_max=5,
+            ),
             slots={name: asyncio.Semaphore(spec.concurrency) for name, spec in hub.targets.items()},
         )
 

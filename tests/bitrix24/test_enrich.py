@@ -165,3 +165,21 @@ async def test_a_portal_without_rest_makes_the_delivery_dead_with_the_reason(
     [delivery] = await deliveries(engine)
     [attempt] = await attempts(engine)
     assert (delivery.status, attempt.error_class) == ("dead", "enrich:config")
+
+
+async def test_an_unreachable_portal_is_retried_and_its_webhook_code_stays_out_of_the_row(
+    settings_for: Callable[..., Settings],
+    engine: AsyncEngine,
+    fake_target: FakeTarget,
+    redis: Any,
+) -> None:
+    portal = FakePortal(webhooks={1: "n0t-in-r0ws"})
+    await portal.start()
+    await portal.stop()  # its port is closed now: every read fails to connect
+    async with running(settings_for, fake_target, portal) as (client, rt):
+        await ingest(client, deal(7405))
+        await drain(rt, "erp", budget=20)
+    [attempt] = await attempts(engine)
+    assert (attempt.outcome, attempt.error_class) == ("retry", "b24:transport")
+    assert "n0t-in-r0ws" not in f"{attempt.error} {attempt.response_excerpt}"
+    assert fake_target.requests == []
