@@ -47,7 +47,7 @@ async def enrich(rt: Runtime, batch: list[Claimed]) -> tuple[list[Claimed], list
         return batch, []
     by_portal: dict[PortalClient | None, list[Claimed]] = defaultdict(list)
     for claimed in wanted:
-        by_portal[rt.portals.for_payload(claimed.outbound.event.get("data"))].append(claimed)
+        by_portal[rt.portals.for_event(claimed.outbound.event)].append(claimed)
     reads: dict[int, Read] = {}  # id(claimed) -> its read
     for client, group in by_portal.items():
         if client is None:

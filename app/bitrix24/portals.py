@@ -19,6 +19,8 @@ from app.hubconfig import Bitrix24Target, HubConfig, Portal, RateLimit
 from app.hubconfig import Target as TargetSpec
 from app.ratelimit import TokenBucket
 
+SOURCE_PREFIX = "urn:mastermobile:bitrix24:"  # + the portal's domain (CONTRACT: CloudEvent source)
+
 
 def bucket_name(webhook_url: str) -> str:
     """`b24:<host[:port]>`: the portal's bucket (the URL's path, which holds the code, is left out)."""
@@ -93,6 +95,15 @@ class Portals:
         if not isinstance(auth, Mapping):
             return None
         return self.get(_text(auth.get("member_id")), _text(auth.get("domain")))
+
+    def for_event(self, event: Mapping[str, Any]) -> PortalClient | None:
+        """The client of a CloudEvent's portal: from its data's `auth`, else its source URN's
+        domain (an operator's edited payload may have no `auth`)."""
+        found = self.for_payload(event.get("data"))
+        source = str(event.get("source") or "")
+        if found is None and source.startswith(SOURCE_PREFIX):
+            found = self.get(None, source.removeprefix(SOURCE_PREFIX))
+        return found
 
 
 def _text(value: Any) -> str | None:

@@ -30,7 +30,7 @@ from app.sources.bitrix24.phpform import parse_php_form
 from app.sources.errors import MalformedError
 from cli.fake_portal.batch import method_name, run_batch, time_object
 from cli.fake_portal.methods import Fault, Result, call
-from cli.fake_portal.records import Records
+from cli.fake_portal.records import Records, style_of
 
 LIMIT = Fault(503, "QUERY_LIMIT_EXCEEDED", "Too many requests")
 EXPIRED = Fault(401, "expired_token", "The access token provided has expired.")
@@ -239,8 +239,7 @@ class FakePortal:
         by = int(request.query.get("by", "1"))
         record = self.records.update(entity, number, fields, by=by)
         if record is None:
-            style_id = "ID" if entity in ("deal", "lead", "contact", "company") else "id"
-            record = self.records.put(entity, {**fields, style_id: number}, by=by)
+            record = self.records.put(entity, {**fields, style_of(entity).id: number}, by=by)
         return web.json_response(record)
 
     async def _delete_record(self, request: web.Request) -> web.Response:

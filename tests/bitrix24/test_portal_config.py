@@ -79,6 +79,8 @@ async def test_a_bitrix24_target_on_the_portal_takes_from_the_portal_bucket(redi
         assert client is not None
         assert portals.get(None, "portal.bitrix24.ru") is client
         assert portals.for_payload({"auth": {"member_id": "m2"}}) is None  # no rest
+        edited = {"source": "urn:mastermobile:bitrix24:portal.bitrix24.ru", "data": {"x": 1}}
+        assert portals.for_event(edited) is client
         bucket = client.bucket
         assert bucket is not None
         assert await bucket.take() > 0  # the target used the portal's burst up
