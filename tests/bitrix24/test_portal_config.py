@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -11,6 +13,7 @@ from redis.asyncio import Redis
 
 from app.bitrix24.portals import Portals, bucket_name, target_bucket
 from app.hubconfig import HubConfig
+from app.settings import load_hub_config
 from dispatch.ssrf import check_targets
 
 CODE = "w3bh00kc0de"
@@ -95,3 +98,32 @@ def test_a_private_rest_url_is_refused_unless_allowed() -> None:
     assert CODE not in str(refused.value)
     rest["allow_private"] = True
     check_targets(HubConfig.model_validate(config))
+
+
+PORTAL_YAML = """
+sources:
+  bitrix24:
+    portals:
+      - member_id: m1
+        application_token: ${APP_TOKEN}
+        rest: {webhook_url: "https://portal.bitrix24.ru/rest/1/%s/", rate_limit: {per_second: 2, burst: 50}}
+"""
+
+
+def test_the_webhook_code_comes_from_the_environment_and_a_literal_one_is_flagged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("APP_TOKEN", "t")
+    monkeypatch.setenv("B24_WEBHOOK_CODE", CODE)
+    path = tmp_path / "hub.yaml"
+    path.write_text(PORTAL_YAML % "${B24_WEBHOOK_CODE}")
+    with caplog.at_level(logging.WARNING):
+        rest = load_hub_config(path).sources.bitrix24.portals[0].rest  # type: ignore[union-attr]
+    assert rest is not None and rest.webhook_url.get_secret_value().endswith(f"/{CODE}/")
+    assert "literal secret" not in caplog.text
+
+    path.write_text(PORTAL_YAML % CODE)
+    with caplog.at_level(logging.WARNING):
+        load_hub_config(path)
+    assert "portals.0.rest.webhook_url: a literal secret" in caplog.text
+    assert CODE not in caplog.text
