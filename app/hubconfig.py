@@ -35,6 +35,30 @@ class BearerAuth(_Model):
 Auth = Annotated[BasicAuth | BearerAuth, Field(discriminator="type")]
 
 
+class RateLimit(_Model):
+    per_second: float = Field(gt=0)
+    burst: int = Field(default=1, ge=1)
+
+
+# Bitrix24 REST allows ~2 requests/s per portal with a burst of 50 (leaky bucket, limits.md).
+BITRIX24_RATE_LIMIT = RateLimit(per_second=2, burst=50)
+
+
+def _with_slash(value: SecretStr) -> SecretStr:
+    url = value.get_secret_value()
+    return value if url.endswith("/") else SecretStr(url + "/")
+
+
+class PortalRest(_Model):
+    """A portal's REST API through an inbound webhook, for enrichment and reconciliation."""
+
+    webhook_url: SecretStr  # embeds the webhook code, a secret
+    rate_limit: RateLimit = BITRIX24_RATE_LIMIT
+    allow_private: bool = False
+
+    _trailing_slash = field_validator("webhook_url")(_with_slash)
+
+
 class PortalApp(_Model):
     """The hub as a Bitrix24 local application: OAuth 2.0 tokens come with ONAPPINSTALL and are kept encrypted."""
 
@@ -42,9 +66,8 @@ class PortalApp(_Model):
     client_secret: SecretStr
     # The authorization server that renews tokens (Bitrix24's own, unless a test or a proxy says otherwise).
     oauth_url: str = "https://oauth.bitrix.info/oauth/token/"
-    allow_private: bool = (
-        False  # an oauth_url on loopback or a private range (tests, a local proxy)
-    )
+    # An oauth_url on loopback or a private range (tests, a local proxy).
+    allow_private: bool = False
 
 
 class Portal(_Model):
@@ -59,6 +82,7 @@ class Portal(_Model):
     application_token: SecretStr | None = None
     application_tokens: list[SecretStr] = Field(default_factory=list)
     app: PortalApp | None = None
+    rest: PortalRest | None = None
 
     @model_validator(mode="after")
     def _needs_identity(self) -> Portal:
@@ -110,11 +134,6 @@ class RetryPolicy(_Model):
     retry_after_max: Duration = timedelta(hours=1)
 
 
-class RateLimit(_Model):
-    per_second: float = Field(gt=0)
-    burst: int = Field(default=1, ge=1)
-
-
 class CircuitBreaker(_Model):
     enabled: bool = True
     failure_ratio: float = Field(default=0.5, gt=0, le=1)
@@ -154,14 +173,9 @@ class HttpTarget(_TargetBase):
 class Bitrix24Target(_TargetBase):
     kind: Literal["bitrix24"]
     webhook_url: SecretStr  # the URL embeds the webhook code, a secret
-    # Bitrix24 REST allows ~2 requests/s per portal with a burst of 50 (leaky bucket).
-    rate_limit: RateLimit | None = RateLimit(per_second=2, burst=50)
+    rate_limit: RateLimit | None = BITRIX24_RATE_LIMIT
 
-    @field_validator("webhook_url")
-    @classmethod
-    def _trailing_slash(cls, value: SecretStr) -> SecretStr:
-        url = value.get_secret_value()
-        return value if url.endswith("/") else SecretStr(url + "/")
+    _trailing_slash = field_validator("webhook_url")(_with_slash)
 
 
 Target = Annotated[
@@ -187,6 +201,8 @@ class Route(_Model):
     to: list[RouteTarget]
     # latest: of the waiting deliveries of one subject, only the newest is sent; the others end superseded.
     coalesce: Literal["latest"] | None = None
+    # (v2) data.record = the record read from the portal's REST API at delivery time
+    enrich: bool = False
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -234,6 +250,8 @@ class HubConfig(_Model):
                     raise ValueError(f"{where}: unknown target {hop.target!r} (known: {known})")
                 if isinstance(target, Bitrix24Target) and not hop.method:
                     raise ValueError(f"{where}: bitrix24 target {hop.target!r} needs a method")
+            if route.enrich and route.from_.source != "bitrix24":
+                raise ValueError(f"routes.{i}.enrich: only routes from bitrix24 can be enriched")
         names = [route.name for route in self.routes]
         if len(names) != len(set(names)):
             raise ValueError("routes: route names must be unique")

@@ -142,6 +142,21 @@ def sink(
     serve_sink(host, port)
 
 
+@cli.command("fake-portal")
+def fake_portal(
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="MMHUB_DEV_PORTAL_PORT")] = 8098,
+    user: Annotated[int, typer.Option(help="the webhook's user id")] = 1,
+    code: Annotated[str, typer.Option(envvar="B24_WEBHOOK_CODE", show_default=False)] = "devcode",
+    deals: Annotated[int, typer.Option(help="deals to create at start")] = 100,
+) -> None:
+    """A fake Bitrix24 portal on /rest/{user}/{code}/ with Bitrix24's limits (for `make run`)."""
+    from cli.fake_portal.server import run_fake_portal
+
+    setup_logging("INFO")
+    run_fake_portal(host, port, user=user, code=code, deals=deals)
+
+
 def _serve_metrics(service: str, settings: Settings) -> None:
     from prometheus_client import start_http_server
 
@@ -158,7 +173,11 @@ ROLES = ("api", "relay", "worker")
 @cli.command()
 def dev(
     with_sink: Annotated[
-        bool, typer.Option("--sink", help="also run `mmhub sink` on 127.0.0.1:8099")
+        bool,
+        typer.Option(
+            "--sink",
+            help="also run `mmhub sink` on 127.0.0.1:8099 and `mmhub fake-portal` on :8098",
+        ),
     ] = False,
 ) -> None:
     """Embedded servers, migrations, then every process role in the foreground (Ctrl-C stops all)."""
@@ -173,7 +192,7 @@ def dev(
         "MMHUB_DATABASE_URL": settings.require_database_url,
         "MMHUB_REDIS_URL": settings.require_redis_url,
     }
-    roles = [*ROLES, "sink"] if with_sink else list(ROLES)
+    roles = [*ROLES, "sink", "fake-portal"] if with_sink else list(ROLES)
     children = [subprocess.Popen([sys.executable, "-m", "cli", role], env=env) for role in roles]
     typer.echo(
         f"mmhub is up on http://{settings.host}:{settings.port} "

@@ -21,6 +21,7 @@ from sqlalchemy import text
 from app.hubconfig import Target as TargetSpec
 from app.telemetry import DELIVERY_ATTEMPTS, DELIVERY_DURATION
 from dispatch.coalesce import coalescing_routes, supersede_stale
+from dispatch.enrich import claim_size, enrich
 from dispatch.limits import Gate, gate, hold_waiting, judge_breaker
 from dispatch.retry import next_step
 from dispatch.runtime import Runtime
@@ -68,6 +69,7 @@ class Claimed:
     token: uuid.UUID  # the claim's; recording checks it is still ours
     manual: bool  # an operator's replay: recorded as manual, outside the breaker's statistics
     retry_offset: int  # attempts made before the last replay; the schedule restarts after them
+    route: str = ""  # the route that made the delivery (enrichment asks it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +114,7 @@ async def _lane(rt: Runtime, target: str, spec: TargetSpec, deadline: float, lan
                     return done
                 if state is Gate.HALF_OPEN and lane > 0:
                     return done  # one probe at a time
-                limit = 1 if state is Gate.HALF_OPEN else _batch_size(spec)
+                limit = 1 if state is Gate.HALF_OPEN else claim_size(rt, target, _batch_size(spec))
                 token = uuid.uuid4()
                 lease = _lease_seconds(rt, target, spec, limit)
                 rows = await conn.fetch(_CLAIM_SQL, target, limit, token, lease)
@@ -123,9 +125,12 @@ async def _lane(rt: Runtime, target: str, spec: TargetSpec, deadline: float, lan
                 continue  # every head gave way to a newer delivery, which is claimable now
             rows = to_send
             batch = [_claimed(rt, target, row, token) for row in rows]
-            sent = await asyncio.gather(*(_send(rt, target, spec, c) for c in batch))
+            batch, unsent = await enrich(rt, batch)  # data.record, for enrich routes
+            now = datetime.now().astimezone()
+            sent = [Sent(c, now, r) for c, r in unsent]
+            sent += await asyncio.gather(*(_send(rt, target, spec, c) for c in batch))
             await _record(conn, rt, target, spec, sent, probe=state is Gate.HALF_OPEN)
-            done += len(batch)
+            done += len(rows)
     return done
 
 
@@ -162,6 +167,7 @@ def _claimed(rt: Runtime, target: str, row: Any, token: uuid.UUID) -> Claimed:
         token,
         manual=row["manual_next"],
         retry_offset=row["retry_offset"],
+        route=row["route"],
     )
 
 

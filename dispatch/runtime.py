@@ -17,9 +17,10 @@ import uvloop
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from app.bitrix24.portals import Portals, target_bucket
 from app.db import make_engine, make_sessionmaker
+from app.ratelimit import TokenBucket
 from app.settings import Settings
-from dispatch.limits import TokenBucket
 from dispatch.targets import build_target
 from dispatch.targets.base import Target
 
@@ -35,6 +36,7 @@ class Runtime:
     http: aiohttp.ClientSession
     targets: dict[str, Target]
     buckets: dict[str, TokenBucket]
+    portals: Portals  # REST clients of the portals with `rest` (enrichment)
     # Caps concurrent requests per target within this process.
     slots: dict[str, asyncio.Semaphore] = field(default_factory=dict)
 
@@ -55,10 +57,19 @@ class Runtime:
             http=http,
             targets={name: build_target(name, spec) for name, spec in hub.targets.items()},
             buckets={
-                name: TokenBucket(redis, name, spec.rate_limit)
+                name: bucket
                 for name, spec in hub.targets.items()
-                if spec.rate_limit is not None
+                if (bucket := target_bucket(redis, hub, name, spec)) is not None
             },
+            # A read happens inside a delivery's lease: a few quick retries, then the attempt fails.
+            portals=Portals(
+                hub,
+                redis,
+                http,
+                timeout=hub.retry.timeout.total_seconds(),
+                attempts=3,
+                backoff_max=5,
+            ),
             slots={name: asyncio.Semaphore(spec.concurrency) for name, spec in hub.targets.items()},
         )
 

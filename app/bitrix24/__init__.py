@@ -1,1 +1,1 @@
-"""The hub as a Bitrix24 application: its installations, OAuth tokens and REST access."""
+"""Bitrix24 portals: the REST client (enrichment, reconciliation, targets) and the hub as an application."""

@@ -15,6 +15,8 @@ import orjson
 from jinja2 import StrictUndefined, Template
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from app.bitrix24.errors import RETRYABLE_CODES
+from app.bitrix24.rest import secret_parts
 from app.hubconfig import Bitrix24Target as Bitrix24Spec
 from dispatch.retry import classify_status
 from dispatch.targets.base import (
@@ -29,10 +31,6 @@ from dispatch.targets.base import (
 )
 from dispatch.targets.transport import encode_json, judge_status, post
 
-# Bitrix24's "slow down / try later" codes; any other code is a refusal that a retry cannot fix.
-RETRYABLE_CODES = frozenset(
-    {"QUERY_LIMIT_EXCEEDED", "OPERATION_TIME_LIMIT", "INTERNAL_SERVER_ERROR"}
-)
 # Batch replies can be large and must be parsed whole to see `result_error`.
 MAX_READ = 1024 * 1024
 _METHOD = re.compile(r"[A-Za-z0-9_.]+")  # keeps a method from reaching outside /rest/<user>/<code>/
@@ -50,11 +48,7 @@ def mask_webhook_url(url: str) -> str:
 
 def _path_secrets(url: str) -> Secrets:
     """`<user>/<code>` and `<code>`: masked wherever they would appear in an attempt row."""
-    _, sep, path = url.partition("/rest/")
-    if not sep:  # an unusual URL: treat its whole path as the secret
-        path = url.split("://", 1)[-1].partition("/")[2]
-    path = path.strip("/")
-    return Secrets((path, path.rsplit("/", 1)[-1]) if path else ())
+    return Secrets(secret_parts(url))
 
 
 class Bitrix24Target:
