@@ -68,6 +68,16 @@ class PortalApp(_Model):
     oauth_url: str = "https://oauth.bitrix.info/oauth/token/"
     # An oauth_url on loopback or a private range (tests, a local proxy).
     allow_private: bool = False
+    # The hub's public address of POST /webhooks/bitrix24, for `mmhub bitrix24 bind` (online handlers).
+    handler_url: str | None = None
+
+
+class PortalOffline(_Model):
+    """Pull the portal's offline event queue (application mode): nothing changed in the portal is lost."""
+
+    # The source key: the hub's own writes (made with it) raise no entry in this queue.
+    auth_connector: str = "mmhub"
+    poll_every: Duration = timedelta(seconds=30)
 
 
 class Portal(_Model):
@@ -82,6 +92,7 @@ class Portal(_Model):
     application_token: SecretStr | None = None
     application_tokens: list[SecretStr] = Field(default_factory=list)
     app: PortalApp | None = None
+    offline: PortalOffline | None = None
     rest: PortalRest | None = None
 
     @model_validator(mode="after")
@@ -90,6 +101,8 @@ class Portal(_Model):
             raise ValueError("a portal needs member_id or domain")
         if not self.tokens() and self.app is None:
             raise ValueError("a portal needs application_token, application_tokens or app")
+        if self.offline is not None and self.app is None:
+            raise ValueError("offline events need application mode: add `app` to the portal")
         if self.app is not None and not self.member_id:
             raise ValueError(
                 "a portal with app needs member_id (its installation is kept by member_id)"
@@ -172,10 +185,21 @@ class HttpTarget(_TargetBase):
 
 class Bitrix24Target(_TargetBase):
     kind: Literal["bitrix24"]
-    webhook_url: SecretStr  # the URL embeds the webhook code, a secret
+    # An inbound webhook URL (it embeds the webhook code, a secret), or `portal`: the member_id of an application
+    # portal, whose installed tokens make the call with the portal's offline `auth_connector` (no echo).
+    webhook_url: SecretStr | None = None
+    portal: str | None = None
     rate_limit: RateLimit | None = BITRIX24_RATE_LIMIT
 
-    _trailing_slash = field_validator("webhook_url")(_with_slash)
+    _trailing_slash = field_validator("webhook_url")(
+        lambda value: None if value is None else _with_slash(value)
+    )
+
+    @model_validator(mode="after")
+    def _one_way_in(self) -> Bitrix24Target:
+        if (self.webhook_url is None) == (self.portal is None):
+            raise ValueError("a bitrix24 target needs webhook_url or portal (one of them)")
+        return self
 
 
 Target = Annotated[
@@ -252,10 +276,29 @@ class HubConfig(_Model):
                     raise ValueError(f"{where}: bitrix24 target {hop.target!r} needs a method")
             if route.enrich and route.from_.source != "bitrix24":
                 raise ValueError(f"routes.{i}.enrich: only routes from bitrix24 can be enriched")
+        for name, spec in self.targets.items():
+            if isinstance(spec, Bitrix24Target) and spec.portal is not None:
+                portal = self.portal(spec.portal)
+                if portal is None or portal.app is None:
+                    raise ValueError(
+                        f"targets.{name}.portal: no application portal {spec.portal!r}"
+                    )
         names = [route.name for route in self.routes]
         if len(names) != len(set(names)):
             raise ValueError("routes: route names must be unique")
         return self
+
+    def portal(self, member_id: str | None) -> Portal | None:
+        """The configured Bitrix24 portal with this member_id."""
+        portals = self.sources.bitrix24.portals if self.sources.bitrix24 else []
+        return next((p for p in portals if member_id and p.member_id == member_id), None)
+
+    def rest_base(self, spec: Bitrix24Target) -> str:
+        """Where a bitrix24 target's calls go: its webhook URL, or its application portal's REST address."""
+        if spec.webhook_url is not None:
+            return spec.webhook_url.get_secret_value()
+        portal = self.portal(spec.portal)
+        return f"https://{portal.domain if portal and portal.domain else 'portal.invalid'}/rest/"
 
     def retry_for(self, target: str) -> RetryPolicy:
         """The target's own retry policy, else the default one, with the target's timeout."""

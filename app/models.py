@@ -256,3 +256,18 @@ class Bitrix24Install(Base):
     )
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Bitrix24OfflineState(Base):
+    """A portal's offline pull in progress: the `process_id` of the batch read and not yet cleared.
+
+    Kept so that a relay that died between reading a batch and clearing it reads the same batch again (Bitrix24 hides
+    a reserved batch from every other read); its events are then duplicates, and nothing is created twice.
+    """
+
+    __tablename__ = "bitrix24_offline"
+
+    member_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    process_id: Mapped[str | None] = mapped_column(Text)
+    pulled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -12,12 +12,10 @@ import asyncio
 import contextlib
 import logging
 
-import asyncpg
 from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -25,6 +23,8 @@ from app.db import make_engine
 from app.ingest.committer import NOTIFY_CHANNEL
 from app.settings import Settings
 from dispatch.handover import KEY, enqueue_drain
+from dispatch.listen import listen
+from dispatch.pullers import run_pullers
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,10 @@ async def run_relay(settings: Settings, stop: asyncio.Event) -> None:
     queue = Queue(settings.queue_name, connection=Redis.from_url(settings.require_redis_url))
     targets = sorted(settings.hub.targets)
     wake = asyncio.Event()
-    listener = asyncio.create_task(_listen(settings.require_database_url, wake, stop))
+    listener = asyncio.create_task(
+        listen(settings.require_database_url, NOTIFY_CHANNEL, lambda _payload: wake.set(), stop)
+    )
+    pullers = asyncio.create_task(run_pullers(settings, stop))  # Bitrix24 offline queues
     poll = settings.relay_poll_interval.total_seconds()
     log.info("relay started for targets %s", ", ".join(targets) or "(none)")
     try:
@@ -86,27 +89,8 @@ async def run_relay(settings: Settings, stop: asyncio.Event) -> None:
             if enqueued:
                 log.debug("drain jobs enqueued for %s", ", ".join(enqueued))
     finally:
-        listener.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await listener
+        for task in (listener, pullers):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await engine.dispose()
-
-
-async def _listen(database_url: str, wake: asyncio.Event, stop: asyncio.Event) -> None:
-    """LISTEN on the ingest channel, reconnecting after outages; every NOTIFY wakes the relay."""
-    dsn = make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
-    while not stop.is_set():
-        try:
-            conn = await asyncpg.connect(dsn, timeout=5)
-        except (OSError, asyncpg.PostgresError, TimeoutError):
-            await asyncio.sleep(1)
-            continue
-        lost = asyncio.Event()
-        conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
-        await conn.add_listener(NOTIFY_CHANNEL, lambda *_args: wake.set())
-        wake.set()  # anything committed while we were not listening is picked up now
-        try:
-            await lost.wait()
-        finally:
-            with contextlib.suppress(Exception):
-                await conn.close()

@@ -17,12 +17,16 @@ import uvloop
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from app.bitrix24.portals import Portals, target_bucket
+from app.bitrix24.app_auth import OAuthCredentials
+from app.bitrix24.portals import Installs, Portals, target_bucket
 from app.db import make_engine, make_sessionmaker
+from app.hubconfig import Bitrix24Target as Bitrix24Spec
+from app.hubconfig import HubConfig
 from app.ratelimit import TokenBucket
 from app.settings import Settings
 from dispatch.targets import build_target
 from dispatch.targets.base import Target
+from dispatch.targets.bitrix24 import Bitrix24Target
 
 T = TypeVar("T")
 
@@ -49,13 +53,18 @@ class Runtime:
         hub = settings.hub
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=60)
         http = aiohttp.ClientSession(connector=connector, auto_decompress=True)
+        sessions = make_sessionmaker(engine)
+        cipher = settings.token_cipher()  # application portals' tokens
+        targets = {name: build_target(name, spec) for name, spec in hub.targets.items()}
+        if cipher is not None:
+            use_applications(hub, targets, (sessions, cipher))
         return cls(
             settings=settings,
             engine=engine,
-            sessions=make_sessionmaker(engine),
+            sessions=sessions,
             redis=redis,
             http=http,
-            targets={name: build_target(name, spec) for name, spec in hub.targets.items()},
+            targets=targets,
             buckets={
                 name: bucket
                 for name, spec in hub.targets.items()
@@ -66,6 +75,7 @@ class Runtime:
                 hub,
                 redis,
                 http,
+                installs=(sessions, cipher) if cipher else None,
                 timeout=hub.retry.timeout.total_seconds(),
                 attempts=3,
                 backoff_max=5,
@@ -109,3 +119,14 @@ def runner() -> LoopRunner:
     if _runner is None:
         raise RuntimeError("the dispatch runtime is not installed in this process")
     return _runner
+
+
+def use_applications(hub: HubConfig, targets: dict[str, Target], installs: Installs) -> None:
+    """`bitrix24` targets with `portal:` call as that portal's installed application, with its source key."""
+    for name, spec in hub.targets.items():
+        target = targets[name]
+        if isinstance(spec, Bitrix24Spec) and spec.portal and isinstance(target, Bitrix24Target):
+            portal = hub.portal(spec.portal)
+            assert portal is not None  # checked with the configuration
+            connector = portal.offline.auth_connector if portal.offline else None
+            target.use_application(OAuthCredentials(installs[0], installs[1], portal), connector)

@@ -13,11 +13,17 @@ from urllib.parse import urlsplit
 
 import aiohttp
 from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.bitrix24.app_auth import OAuthCredentials
+from app.bitrix24.cipher import TokenCipher
 from app.bitrix24.rest import PortalClient
-from app.hubconfig import Bitrix24Target, HubConfig, Portal, RateLimit
+from app.hubconfig import BITRIX24_RATE_LIMIT, Bitrix24Target, HubConfig, Portal, RateLimit
 from app.hubconfig import Target as TargetSpec
 from app.ratelimit import TokenBucket
+
+# What the application's clients need: the database (installations) and the key to read tokens.
+Installs = tuple[async_sessionmaker[AsyncSession], TokenCipher]
 
 SOURCE_PREFIX = "urn:mastermobile:bitrix24:"  # + the portal's domain (CONTRACT: CloudEvent source)
 
@@ -46,7 +52,7 @@ def portal_bucket(redis: Redis, webhook_url: str, limit: RateLimit) -> TokenBuck
 def target_bucket(redis: Redis, hub: HubConfig, name: str, spec: TargetSpec) -> TokenBucket | None:
     """A target's bucket: a `bitrix24` target shares its portal's (and its portal's limit)."""
     if isinstance(spec, Bitrix24Target):
-        url = spec.webhook_url.get_secret_value()
+        url = hub.rest_base(spec)
         limit = _portal_limit(hub, bucket_name(url)) or spec.rate_limit
         return portal_bucket(redis, url, limit) if limit else None
     return TokenBucket(redis, name, spec.rate_limit) if spec.rate_limit else None
@@ -67,17 +73,20 @@ class Portals:
     """A REST client per portal with `rest`, found by member_id or domain (as webhooks are)."""
 
     def __init__(
-        self, hub: HubConfig, redis: Redis, http: aiohttp.ClientSession, **options: Any
+        self,
+        hub: HubConfig,
+        redis: Redis,
+        http: aiohttp.ClientSession,
+        *,
+        installs: Installs | None = None,
+        **options: Any,
     ) -> None:
         self._by_member: dict[str, PortalClient] = {}
         self._by_domain: dict[str, PortalClient] = {}
         for portal in _portals(hub):
-            if portal.rest is None:
+            client = _client(portal, redis, http, installs, options)
+            if client is None:
                 continue
-            url = portal.rest.webhook_url.get_secret_value()
-            client = PortalClient(
-                http, url, portal_bucket(redis, url, portal.rest.rate_limit), **options
-            )
             if portal.member_id:
                 self._by_member[portal.member_id] = client
             if portal.domain:
@@ -104,6 +113,24 @@ class Portals:
         if found is None and source.startswith(SOURCE_PREFIX):
             found = self.get(None, source.removeprefix(SOURCE_PREFIX))
         return found
+
+
+def _client(
+    portal: Portal,
+    redis: Redis,
+    http: aiohttp.ClientSession,
+    installs: Installs | None,
+    options: dict[str, Any],
+) -> PortalClient | None:
+    """A webhook client when the portal has `rest`, else the installed application's, else none."""
+    if portal.rest is not None:
+        url = portal.rest.webhook_url.get_secret_value()
+        return PortalClient(http, url, portal_bucket(redis, url, portal.rest.rate_limit), **options)
+    if portal.app is None or installs is None:
+        return None
+    credentials = OAuthCredentials(installs[0], installs[1], portal)
+    bucket = portal_bucket(redis, credentials.base_url, BITRIX24_RATE_LIMIT)
+    return PortalClient(http, credentials, bucket, **options)
 
 
 def _text(value: Any) -> str | None:

@@ -207,7 +207,7 @@ class PortalClient:
     async def _once(self, method: str, payload: dict[str, Any]) -> dict[str, Any]:
         try:
             async with self._http.post(
-                f"{self._base}{method}.json",
+                f"{self._auth.base_url}{method}.json",
                 data=orjson.dumps(payload),
                 headers={"Content-Type": "application/json", "Accept": "application/json"},
                 timeout=self._timeout,

@@ -90,6 +90,8 @@ class Records:
 
     tables: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)
     next_id: int = 1
+    # What changed since the portal last looked: (entity, number, ADD|UPDATE|DELETE), for its events.
+    changes: list[tuple[str, int, str]] = field(default_factory=list)
 
     def put(self, entity: str, fields: Mapping[str, Any], *, by: int = 1) -> dict[str, Any]:
         """Create a record (`fields` in the entity's own style); returns it with its id."""
@@ -106,6 +108,7 @@ class Records:
         record.setdefault(style.modified, stamp)
         record.setdefault(style.modified_by, _user(style, by))
         self.tables.setdefault(entity, {})[number] = record
+        self.changes.append((entity, number, "ADD"))
         return record
 
     def update(
@@ -119,11 +122,15 @@ class Records:
         record.update({k: v for k, v in fields.items() if k != style.id})
         record[style.modified] = fields.get(style.modified) or now_text()
         record[style.modified_by] = _user(style, by)
+        self.changes.append((entity, number, "UPDATE"))
         return record
 
     def delete(self, entity: str, number: int) -> bool:
         """Remove a record; False when there was none."""
-        return self.tables.get(entity, {}).pop(number, None) is not None
+        gone = self.tables.get(entity, {}).pop(number, None) is not None
+        if gone:
+            self.changes.append((entity, number, "DELETE"))
+        return gone
 
     def get(self, entity: str, number: int) -> dict[str, Any] | None:
         return self.tables.get(entity, {}).get(number)

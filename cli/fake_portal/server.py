@@ -16,6 +16,8 @@ Tests change records with `put`/`update`/`delete` (or `PUT`/`DELETE /_fake/recor
 
 from __future__ import annotations
 
+import asyncio
+import secrets
 import time
 from collections import Counter
 from collections.abc import Mapping
@@ -23,12 +25,14 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
+import aiohttp
 import orjson
 from aiohttp import web
 
 from app.sources.bitrix24.phpform import parse_php_form
 from app.sources.errors import MalformedError
 from cli.fake_portal.batch import method_name, run_batch, time_object
+from cli.fake_portal.events import Application, EventBus
 from cli.fake_portal.methods import Fault, Result, call
 from cli.fake_portal.records import Records, style_of
 
@@ -83,6 +87,7 @@ class FakePortal:
         per_second: float = 2.0,
         burst: int = 50,
         domain: str = "fake.bitrix24.test",
+        app: Application | None = None,
     ) -> None:
         self.webhooks = dict(webhooks or {1: "fakewebhookcode"})  # user id -> webhook code
         self.tokens: dict[str, tuple[int, float]] = {}  # OAuth access token -> (user, expiry)
@@ -93,6 +98,10 @@ class FakePortal:
         self._injected: list[_Injected] = []
         self._runner: web.AppRunner | None = None
         self.port = 0
+        self.app_info = app  # the local application, when the hub runs as one
+        self.bus = EventBus()
+        self._posting: set[asyncio.Task[None]] = set()
+        self.posted: list[tuple[str, int]] = []  # (event, HTTP status) of every handler call
 
     # ---- for tests ----
 
@@ -106,14 +115,86 @@ class FakePortal:
 
     def put(self, entity: str, fields: Mapping[str, Any], *, by: int = 1) -> dict[str, Any]:
         """Create a record (`deal`, `task`, `dynamic-1032`, ...); see `Records.put`."""
-        return self.records.put(entity, fields, by=by)
+        record = self.records.put(entity, fields, by=by)
+        self._publish(None)
+        return record
 
     def update(self, entity: str, number: int, fields: Mapping[str, Any], *, by: int = 1) -> Any:
-        """Save a record as a user would (new modification time and user)."""
-        return self.records.update(entity, number, fields, by=by)
+        """Save a record as a user would (new modification time and user), raising its events."""
+        record = self.records.update(entity, number, fields, by=by)
+        self._publish(None)
+        return record
 
     def delete(self, entity: str, number: int) -> bool:
-        return self.records.delete(entity, number)
+        gone = self.records.delete(entity, number)
+        self._publish(None)
+        return gone
+
+    # ---- the application and its events ----
+
+    def app_auth(self, **extra: str) -> dict[str, str]:
+        """The `auth` block of an event sent to the application."""
+        assert self.app_info is not None, "the portal has no application"
+        return {
+            "domain": self.domain,
+            "client_endpoint": f"{self.url}/rest/",
+            "server_endpoint": f"{self.url}/oauth/",
+            "member_id": self.app_info.member_id,
+            "application_token": self.app_info.application_token,
+            "status": "L",
+            **extra,
+        }
+
+    def install_form(self, *, user: int = 1) -> dict[str, str]:
+        """ONAPPINSTALL as the portal sends it on installing the application, with a fresh token pair."""
+        assert self.app_info is not None, "the portal has no application"
+        refresh = secrets.token_hex(16)
+        self.app_info.refresh_tokens[refresh] = user
+        access = secrets.token_hex(16)
+        self.issue_token(access, user=user)
+        auth = self.app_auth(
+            access_token=access, refresh_token=refresh, expires_in="3600", scope="crm,task"
+        )
+        data = {"VERSION": "1", "ACTIVE": "Y", "INSTALLED": "Y", "LANGUAGE_ID": "ru"}
+        return _install_form(data, auth)
+
+    async def install(self, handler: str, *, user: int = 1) -> int:
+        """Install the application: POST ONAPPINSTALL to `handler`; the handler's HTTP status."""
+        return await self._post(handler, self.install_form(user=user))
+
+    async def flush(self) -> None:
+        """Wait until every handler call made so far has been answered."""
+        while self._posting:
+            await asyncio.gather(*list(self._posting), return_exceptions=True)
+
+    def _publish(self, connector: str | None) -> None:
+        """Turn the records' changes into queue entries and handler calls."""
+        changes, self.records.changes = self.records.changes, []
+        if self.app_info is None:
+            return
+        for change in changes:
+            self.bus.changed(change, connector, self.app_auth())
+        posts, self.bus.outbox = self.bus.outbox, []
+        for post in posts:
+            task = asyncio.get_running_loop().create_task(self._deliver(post.url, post.form))
+            self._posting.add(task)
+            task.add_done_callback(self._posting.discard)
+
+    async def _deliver(self, url: str, form: dict[str, str]) -> None:
+        await self._post(url, form)
+
+    async def _post(self, url: str, form: dict[str, str]) -> int:
+        """POST a form to a handler; Bitrix24 does not resend, so a failure is only recorded."""
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http,
+                http.post(url, data=form) as reply,
+            ):
+                status = reply.status
+        except (aiohttp.ClientError, TimeoutError):
+            status = 0
+        self.posted.append((form.get("event", ""), status))
+        return status
 
     def fail(
         self, method: str, code: str, description: str = "", *, status: int = 400, times: int = 1
@@ -131,6 +212,7 @@ class FakePortal:
         app = web.Application(client_max_size=16 * 1024 * 1024)
         app.router.add_route("*", "/rest/{user}/{code}/{method}", self._webhook)
         app.router.add_route("*", "/rest/{method}", self._oauth)
+        app.router.add_get("/oauth/token/", self._token)
         app.router.add_get("/_fake/stats", self._stats)
         app.router.add_put("/_fake/records/{entity}/{number}", self._put_record)
         app.router.add_delete("/_fake/records/{entity}/{number}", self._delete_record)
@@ -213,7 +295,59 @@ class FakePortal:
                 injected.times -= 1
                 raise injected.fault
         self.stats.commands += 1
-        return call(self.records, method, params, user)
+        if method.startswith("event."):
+            return self._event_method(method, params), {}
+        try:
+            return call(self.records, method, params, user)
+        finally:
+            connector = params.get("auth_connector")
+            self._publish(str(connector) if connector else None)
+
+    def _event_method(self, method: str, params: Mapping[str, Any]) -> Any:
+        handlers = {
+            "event.bind": self.bus.bind,
+            "event.unbind": self.bus.unbind,
+            "event.get": lambda _params: self.bus.get(),
+            "event.offline.get": self.bus.offline_get,
+            "event.offline.clear": self.bus.offline_clear,
+            "event.offline.error": self.bus.offline_error,
+            "event.offline.list": self.bus.offline_list,
+        }
+        handler = handlers.get(method)
+        if handler is None:
+            raise Fault(404, "ERROR_METHOD_NOT_FOUND", "Method not found!")
+        return handler(params)
+
+    async def _token(self, request: web.Request) -> web.Response:
+        """The authorization server: renew a pair (settings/oauth/auto-renewal.md)."""
+        app, query = self.app_info, request.query
+        if app is None or (query.get("client_id"), query.get("client_secret")) != (
+            app.client_id,
+            app.client_secret,
+        ):
+            return web.json_response({"error": "invalid_client"}, status=401)
+        user = app.refresh_tokens.pop(query.get("refresh_token", ""), None)
+        if query.get("grant_type") != "refresh_token" or user is None:
+            return web.json_response({"error": "invalid_grant"}, status=400)
+        refresh, access = secrets.token_hex(16), secrets.token_hex(16)
+        app.refresh_tokens[refresh] = user
+        app.renewals += 1
+        self.issue_token(access, user=user)
+        return web.json_response(
+            {
+                "access_token": access,
+                "refresh_token": refresh,
+                "expires_in": 3600,
+                "expires": int(time.time()) + 3600,
+                "member_id": app.member_id,
+                "client_endpoint": f"{self.url}/rest/",
+                "server_endpoint": f"{self.url}/oauth/",
+                "domain": "oauth.bitrix.info",
+                "scope": "crm,task",
+                "status": "L",
+                "user_id": user,
+            }
+        )
 
     def _fault(self, fault: Fault) -> web.Response:
         return web.Response(
@@ -237,14 +371,21 @@ class FakePortal:
         entity, number = request.match_info["entity"], int(request.match_info["number"])
         fields = await request.json()
         by = int(request.query.get("by", "1"))
-        record = self.records.update(entity, number, fields, by=by)
+        record = self.update(entity, number, fields, by=by)
         if record is None:
-            record = self.records.put(entity, {**fields, style_of(entity).id: number}, by=by)
+            record = self.put(entity, {**fields, style_of(entity).id: number}, by=by)
         return web.json_response(record)
 
     async def _delete_record(self, request: web.Request) -> web.Response:
-        gone = self.records.delete(request.match_info["entity"], int(request.match_info["number"]))
+        gone = self.delete(request.match_info["entity"], int(request.match_info["number"]))
         return web.json_response({"deleted": gone}, status=200 if gone else 404)
+
+
+def _install_form(data: Mapping[str, str], auth: Mapping[str, str]) -> dict[str, str]:
+    form = {"event": "ONAPPINSTALL", "ts": str(int(time.time()))}
+    form.update({f"data[{key}]": value for key, value in data.items()})
+    form.update({f"auth[{key}]": value for key, value in auth.items()})
+    return form
 
 
 async def _params(request: web.Request) -> dict[str, Any]:

@@ -8,6 +8,7 @@ JSON body whatever the HTTP status (sometimes 200), so replies are judged from t
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -16,7 +17,9 @@ from jinja2 import StrictUndefined, Template
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from app.bitrix24.errors import RETRYABLE_CODES
-from app.bitrix24.rest import secret_parts
+from app.bitrix24.installs import NotInstalled
+from app.bitrix24.oauth import OAuthRefused, OAuthUnavailable
+from app.bitrix24.rest import Credentials, secret_parts
 from app.hubconfig import Bitrix24Target as Bitrix24Spec
 from dispatch.retry import classify_status
 from dispatch.targets.base import (
@@ -26,6 +29,7 @@ from dispatch.targets.base import (
     Outcome,
     PermanentError,
     Reply,
+    RetryableError,
     Secrets,
     Verdict,
 )
@@ -52,13 +56,24 @@ def _path_secrets(url: str) -> Secrets:
 
 
 class Bitrix24Target:
-    """A Bitrix24 portal reached through an inbound webhook URL."""
+    """A Bitrix24 portal reached through an inbound webhook URL, or as the installed application.
+
+    As the application (`portal:` in the target), each call carries the installation's access token and the
+    portal's offline `auth_connector`, so the hub's own writes raise no offline event (no echo).
+    """
 
     def __init__(self, name: str, spec: Bitrix24Spec) -> None:
         self.name = name
-        self._webhook_url = spec.webhook_url.get_secret_value()  # ends with "/" (validated)
+        # Ends with "/" (validated); "" until use_application() for a `portal:` target.
+        self._webhook_url = spec.webhook_url.get_secret_value() if spec.webhook_url else ""
         self._secrets = _path_secrets(self._webhook_url)
         self._templates: dict[tuple[str, str], Any] = {}  # (method, params) -> compiled params
+        self._app: Credentials | None = None
+        self._connector: str | None = None
+
+    def use_application(self, credentials: Credentials, auth_connector: str | None) -> None:
+        """Call as the installed application (its tokens), with this source key on every call."""
+        self._app, self._connector = credentials, auth_connector
 
     def __repr__(self) -> str:
         return f"Bitrix24Target({self.name!r}, {mask_webhook_url(self._webhook_url)!r})"
@@ -84,16 +99,40 @@ class Bitrix24Target:
         if out.request_id:
             headers["X-Request-Id"] = out.request_id
         batch = method == "batch"
-        return await post(
-            session,
-            f"{self._webhook_url}{method}.json",
-            body=encode_json(params),
-            headers=headers,
-            timeout=timeout,
-            judge=lambda reply: judge_reply(reply, batch=batch),
-            secrets=self._secrets,
-            max_read=MAX_READ,
-        )
+
+        async def call(auth: dict[str, str], base: str) -> AttemptResult:
+            return await post(
+                session,
+                f"{base}{method}.json",
+                body=encode_json({**params, **auth}),
+                headers=headers,
+                timeout=timeout,
+                judge=lambda reply: judge_reply(reply, batch=batch),
+                secrets=Secrets((*self._secrets.values, *auth.values())),
+                max_read=MAX_READ,
+            )
+
+        if self._app is None:
+            return await call({}, self._webhook_url)
+        return await self._as_application(call)
+
+    async def _as_application(
+        self, call: Callable[[dict[str, str], str], Awaitable[AttemptResult]]
+    ) -> AttemptResult:
+        """The call with the installation's token; once more with a renewed one after `expired_token`."""
+        assert self._app is not None
+        try:
+            token = await self._app.token()
+        except NotInstalled as exc:  # an operator must install the application; replay then
+            return PermanentError("b24:not_installed", str(exc)).result()
+        except (OAuthRefused, OAuthUnavailable) as exc:
+            return RetryableError("b24:oauth", str(exc)).result()
+        connector = {"auth_connector": self._connector} if self._connector else {}
+        result = await call({"auth": token or "", **connector}, self._app.base_url)
+        if result.error_class == "b24:expired_token" and await self._app.refresh(token):
+            renewed = await self._app.token()
+            result = await call({"auth": renewed or "", **connector}, self._app.base_url)
+        return result
 
     def _compiled(self, method: str, params: dict[str, Any]) -> Any:
         # Routes are few and fixed, so compiling once per (method, params) makes rendering cheap.

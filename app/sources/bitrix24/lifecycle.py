@@ -13,16 +13,19 @@ import logging
 from typing import Any
 
 from fastapi import Request
+from sqlalchemy import func, select
 
 from app.bitrix24.installs import InstalledTokens, revoke, save_install, verified_pair
 from app.bitrix24.oauth import OAuthRefused, OAuthUnavailable
+from app.bitrix24.offline import OFFLINE_CHANNEL
 from app.errors import ServiceUnavailable, Unauthorized, Unprocessable
 from app.hubconfig import Portal
 from app.settings import Settings
+from app.sources.bitrix24.verify import authenticate_installed
 
 log = logging.getLogger(__name__)
 
-LIFECYCLE_EVENTS = frozenset({"ONAPPINSTALL", "ONAPPUNINSTALL"})
+LIFECYCLE_EVENTS = frozenset({"ONAPPINSTALL", "ONAPPUNINSTALL", "ONOFFLINEEVENT"})
 
 
 def app_portal(settings: Settings, auth: dict[str, Any]) -> Portal:
@@ -43,11 +46,25 @@ async def handle(request: Request, event: str, payload: dict[str, Any]) -> dict[
     if not isinstance(auth, dict):
         raise Unauthorized("the body carries no auth")
     portal = app_portal(request.app.state.settings, auth)
+    if event == "ONOFFLINEEVENT":
+        await _pull_soon(request, portal, payload)
+        return {"status": "pull requested", "member_id": portal.member_id}
     if event == "ONAPPINSTALL":
         await _install(request, portal, auth)
         return {"status": "installed", "member_id": portal.member_id}
     await _uninstall(request, portal, auth)
     return {"status": "uninstalled", "member_id": portal.member_id}
+
+
+async def _pull_soon(request: Request, portal: Portal, payload: dict[str, Any]) -> None:
+    """ONOFFLINEEVENT: the portal's offline queue has news; wake the relay that pulls it (no data comes with it)."""
+    settings: Settings = request.app.state.settings
+    await authenticate_installed(
+        settings.hub.sources.bitrix24, payload, request.app.state.installed_tokens
+    )
+    async with request.app.state.engine.connect() as conn:
+        await conn.execute(select(func.pg_notify(OFFLINE_CHANNEL, portal.member_id)))
+        await conn.commit()
 
 
 async def _install(request: Request, portal: Portal, auth: dict[str, Any]) -> None:
