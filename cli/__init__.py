@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -26,6 +28,7 @@ def settings_or_exit(*, own: bool = False) -> Settings:
     """Load and resolve settings; a configuration error ends the command with one clear line."""
     try:
         use_running_config()
+        use_dev_token_keys()
         settings = load_settings()
         setup_logging(settings.log_level)
         return resolve(settings, own=own)
@@ -36,6 +39,27 @@ def settings_or_exit(*, own: bool = False) -> Settings:
 
 def _config_record() -> Path:
     return Path(os.environ.get("MMHUB_STATE_DIR", ".mmhub")) / "config-path"
+
+
+def _listening(port: int) -> bool:
+    with contextlib.closing(socket.socket()) as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def use_dev_token_keys() -> None:
+    """On the embedded servers (no MMHUB_DATABASE_URL), without MMHUB_TOKEN_KEYS: a local key kept in the state
+    directory, so that `make run`'s application portal keeps its tokens readable across restarts."""
+    if "MMHUB_TOKEN_KEYS" in os.environ or "MMHUB_DATABASE_URL" in os.environ:
+        return
+    path = Path(os.environ.get("MMHUB_STATE_DIR", ".mmhub")) / "token-keys"
+    if not path.exists():
+        from app.bitrix24.cipher import new_key
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(new_key())
+    os.environ["MMHUB_TOKEN_KEYS"] = path.read_text().strip()
 
 
 def use_running_config() -> None:
@@ -149,12 +173,15 @@ def fake_portal(
     user: Annotated[int, typer.Option(help="the webhook's user id")] = 1,
     code: Annotated[str, typer.Option(envvar="B24_WEBHOOK_CODE", show_default=False)] = "devcode",
     deals: Annotated[int, typer.Option(help="deals to create at start")] = 100,
+    client_secret: Annotated[
+        str, typer.Option(envvar="B24_CLIENT_SECRET", show_default=False)
+    ] = "dev-client-secret",  # noqa: S107 - the dev portal's own, overridable
 ) -> None:
     """A fake Bitrix24 portal on /rest/{user}/{code}/ with Bitrix24's limits (for `make run`)."""
     from cli.fake_portal.server import run_fake_portal
 
     setup_logging("INFO")
-    run_fake_portal(host, port, user=user, code=code, deals=deals)
+    run_fake_portal(host, port, user=user, code=code, deals=deals, client_secret=client_secret)
 
 
 def _serve_metrics(service: str, settings: Settings) -> None:
@@ -193,6 +220,8 @@ def dev(
         "MMHUB_REDIS_URL": settings.require_redis_url,
     }
     roles = [*ROLES, "sink", "fake-portal"] if with_sink else list(ROLES)
+    if with_sink and _listening(int(os.environ.get("MMHUB_DEV_PORTAL_PORT", "8098"))):
+        roles.remove("fake-portal")  # one runs already (its records and queues outlive the hub)
     children = [subprocess.Popen([sys.executable, "-m", "cli", role], env=env) for role in roles]
     typer.echo(
         f"mmhub is up on http://{settings.host}:{settings.port} "

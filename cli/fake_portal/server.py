@@ -216,6 +216,8 @@ class FakePortal:
         app.router.add_get("/_fake/stats", self._stats)
         app.router.add_put("/_fake/records/{entity}/{number}", self._put_record)
         app.router.add_delete("/_fake/records/{entity}/{number}", self._delete_record)
+        app.router.add_post("/_fake/install", self._install)
+        app.router.add_get("/_fake/offline", self._offline)
         return app
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
@@ -376,6 +378,19 @@ class FakePortal:
             record = self.put(entity, {**fields, style_of(entity).id: number}, by=by)
         return web.json_response(record)
 
+    async def _install(self, request: web.Request) -> web.Response:
+        """Install the application on this portal: ONAPPINSTALL goes to `handler` (form field or query)."""
+        handler = (await request.post()).get("handler") or request.query.get("handler")
+        if not isinstance(handler, str) or not handler or self.app_info is None:
+            return web.json_response({"error": "handler required (and an application)"}, status=400)
+        status = await self.install(handler)
+        return web.json_response({"handler": handler, "status": status})
+
+    async def _offline(self, _request: web.Request) -> web.Response:
+        """The offline queues as they stand (what event.offline.list shows), per source key."""
+        queues = {str(key): [e.shown() for e in queue] for key, queue in self.bus.queues.items()}
+        return web.json_response(queues)
+
     async def _delete_record(self, request: web.Request) -> web.Response:
         gone = self.delete(request.match_info["entity"], int(request.match_info["number"]))
         return web.json_response({"deleted": gone}, status=200 if gone else 404)
@@ -408,10 +423,18 @@ async def _params(request: web.Request) -> dict[str, Any]:
     return params
 
 
-def run_fake_portal(host: str, port: int, *, user: int, code: str, deals: int) -> None:
+# The local application `make run`'s configuration installs (config/dev.yaml names the same values).
+DEV_APP = {"client_id": "local.mmhub.dev", "member_id": "devportal0000000000000000000000a1"}
+
+
+def run_fake_portal(
+    host: str, port: int, *, user: int, code: str, deals: int, client_secret: str
+) -> None:
     """Serve a fake portal in the foreground (the `mmhub fake-portal` command), with `deals` deals."""
-    portal = FakePortal(webhooks={user: code})
+    app = Application(DEV_APP["client_id"], client_secret, member_id=DEV_APP["member_id"])
+    portal = FakePortal(webhooks={user: code}, app=app)
     # Deal 7405 is the one tests/fixtures/bitrix24/webhook-deal-add.form is about (README's curl).
     for number in [*range(1, deals + 1), 7405]:
         portal.put("deal", {"ID": number, "TITLE": f"Deal {number}", "STAGE_ID": "NEW"})
+    portal.port = port  # the address it gives as client_endpoint
     web.run_app(portal.app(), host=host, port=port, print=None, access_log=None)
