@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from datetime import UTC, datetime
 from typing import Any
 
@@ -77,16 +76,12 @@ def _parse_body(request: Request, body: bytes) -> dict[str, Any]:
 
 
 def _dedup_key(request: Request, event: Bitrix24Event, body: bytes) -> str:
-    """Bitrix24 sends no event id: (portal, event, subject, ts) identifies a delivery of it."""
+    """The client's Idempotency-Key, else the event's own key (see Bitrix24Event.dedup_key)."""
     if key := request.headers.get("idempotency-key"):
         return f"key:{key}"
-    portal = event.member_id or event.domain
-    if portal and event.ts:
-        return f"{portal}:{event.event}:{event.subject}:{event.ts}"
-    return "sha256:" + hashlib.sha256(body).hexdigest()
+    return event.dedup_key()
 
 
 def _timestamp(ts: str | None) -> datetime | None:
-    if ts and ts.isdigit():
-        return datetime.fromtimestamp(int(ts), tz=UTC)
-    return None
+    """`ts` as a time (parse_b24 checked its range)."""
+    return datetime.fromtimestamp(int(ts), tz=UTC) if ts else None
