@@ -96,7 +96,7 @@ def install_error_handlers(app: FastAPI) -> None:
         if request.url.path.startswith("/webhooks/"):
             # The source, not the path: /webhooks/1c/{type} would make a label per object type.
             source = request.url.path.split("/")[2][:16]
-            INGEST_REJECTED.add(1, {"status": str(exc.status), "source": source})
+            INGEST_REJECTED.labels(source, str(exc.status)).inc()
             # Bitrix24 never redelivers: a refused webhook must be findable in the log.
             log.info(
                 "webhook refused with %d: %s", exc.status, exc.detail, extra={"source": source}

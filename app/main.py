@@ -18,11 +18,12 @@ from app.admin.router import router as admin_router
 from app.db import make_engine, make_sessionmaker
 from app.errors import install_error_handlers
 from app.health import router as health_router
+from app.http_telemetry import HttpTelemetry
 from app.ingest.committer import GroupCommitter
 from app.settings import Settings
 from app.sources.bitrix24.router import router as bitrix24_router
 from app.sources.onec.router import router as onec_router
-from app.telemetry import setup_metrics
+from app.tracing import setup_tracing
 
 _REQUEST_ID = re.compile(r"^[\w.:@/+=-]{1,128}$")
 
@@ -54,7 +55,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def create_app(settings: Settings) -> FastAPI:
     """The hub's HTTP app for these settings."""
-    setup_metrics("mmhub-api")
+    setup_tracing("mmhub-api")
     app = FastAPI(
         title="mmhub",
         summary="MasterMobile webhook hub",
@@ -67,6 +68,7 @@ def create_app(settings: Settings) -> FastAPI:
         header_name="X-Request-Id",
         validator=lambda value: bool(_REQUEST_ID.match(value)),
     )
+    app.add_middleware(HttpTelemetry)  # outermost: its span and timing cover everything
     install_error_handlers(app)
     app.include_router(bitrix24_router)
     app.include_router(onec_router)

@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     queue_name: str = "mmhub"
     # Relay and worker serve Prometheus metrics on this port when set (the API serves /metrics).
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    # How often the relay reads backlog, lag, pauses and breakers into its gauges.
+    gauges_interval: Duration = timedelta(seconds=5)
     hub: HubConfig = Field(default_factory=HubConfig)
 
     @property

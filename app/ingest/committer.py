@@ -22,6 +22,7 @@ from app.errors import ServiceUnavailable, Unprocessable
 from app.ids import new_id
 from app.ingest.model import NewEvent, Outcome
 from app.models import Event
+from app.tracing import batch_span
 
 log = logging.getLogger(__name__)
 
@@ -29,13 +30,13 @@ NOTIFY_CHANNEL = "mmhub_deliveries"
 _FLUSH_SQL = f"""
 WITH new_events AS (
   INSERT INTO events (id, source, type, subject, dedup_key, origin, occurred_at, request_id,
-                      headers, payload, raw_body)
+                      headers, payload, raw_body, traceparent)
   SELECT id, source, type, subject, dedup_key, origin, occurred_at, request_id,
-         headers::jsonb, payload::jsonb, raw_body
+         headers::jsonb, payload::jsonb, raw_body, traceparent
   FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-              $7::timestamptz[], $8::text[], $9::text[], $10::text[], $11::bytea[])
+              $7::timestamptz[], $8::text[], $9::text[], $10::text[], $11::bytea[], $17::text[])
        AS e(id, source, type, subject, dedup_key, origin, occurred_at, request_id,
-            headers, payload, raw_body)
+            headers, payload, raw_body, traceparent)
   ON CONFLICT (source, dedup_key) DO NOTHING
   RETURNING id
 ), new_deliveries AS (
@@ -94,7 +95,8 @@ class GroupCommitter:
             while len(batch) < self._max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
-                outcomes = await self._flush([item for item, _ in batch])
+                with batch_span("ingest group commit", [e.traceparent for (e, _), _ in batch]):
+                    outcomes = await self._flush([item for item, _ in batch])
             except Exception as exc:
                 # The transaction did not commit (or we cannot know that it did): nobody gets a 200.
                 log.warning("ingest commit failed for %d events: %s", len(batch), _reason(exc))
@@ -136,6 +138,7 @@ class GroupCommitter:
             [d.route for _, d in deliveries],
             [d.target for _, d in deliveries],
             [e.subject for e, _ in deliveries],
+            [e.traceparent for e in batch],
         )
         async with self._engine.connect() as conn:
             raw = (await conn.get_raw_connection()).driver_connection
