@@ -30,7 +30,9 @@ HTTP_DURATION = Histogram(
     buckets=_LATENCY,
 )
 INGESTED = Counter(
-    "mmhub_ingested_events", "Events accepted at /webhooks (duplicates not counted)", ["source", "type"]
+    "mmhub_ingested_events",
+    "Events accepted at /webhooks (duplicates not counted)",
+    ["source", "type"],
 )
 INGEST_REJECTED = Counter(
     "mmhub_ingest_rejected", "Webhook requests refused, by source and status", ["source", "status"]
