@@ -123,7 +123,7 @@ async def get_event(session: AsyncSession, event_id: uuid.UUID) -> Event:
 
 
 async def stats(session: AsyncSession, statuses: Sequence[str] | None = None) -> dict[str, Any]:
-    """Counts by target and status, and per target the age of the oldest due delivery.
+    """Counts by target and status, and per target the age of the oldest due, waiting delivery.
 
     `statuses` limits the counts (the relay's gauges count only unfinished deliveries, an index
     range, not the whole history).
@@ -144,7 +144,8 @@ async def stats(session: AsyncSession, statuses: Sequence[str] | None = None) ->
                 func.extract("epoch", func.now() - func.min(Delivery.next_attempt_at)),
             )
             .where(
-                Delivery.status.in_(("pending", "retrying")),
+                # Held (a pause, an open breaker) is waiting too: a paused target's lag grows.
+                Delivery.status.in_(("pending", "retrying", "held")),
                 Delivery.next_attempt_at <= func.now(),
             )
             .group_by(Delivery.target)
