@@ -55,3 +55,9 @@ def record_settled(target: str, state: str, received_at: datetime, now: datetime
         EVENT_TO_DELIVERY.labels(target).observe(max((now - received_at).total_seconds(), 0.0))
     elif state == "dead":
         DEAD.labels(target).inc()
+
+
+def declare_targets(targets: list[str]) -> None:
+    """Show every target's dead count from 0, so the first dead delivery is an increase."""
+    for target in targets:
+        DEAD.labels(target)
