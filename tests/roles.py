@@ -15,6 +15,11 @@ from tests.dispatch.harness import eventually
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def hub_ports() -> dict[str, int]:
+    """A free port for each role: the API's, and the relay's and worker's /metrics."""
+    return {role: free_port() for role in ("api", "relay", "worker")}
+
+
 class Processes:
     """Starts roles with the test's servers and YAML file; `stop_all()` ends them (SIGTERM first)."""
 
@@ -47,9 +52,10 @@ class Processes:
     def log_of(self, role: str) -> Path:
         return self.logs / f"{role}.log"
 
-    async def start_hub(self) -> dict[str, int]:
-        """API, relay and worker, each with its own port; returns them once every /metrics answers."""
-        ports = {role: free_port() for role in ("api", "relay", "worker")}
+    async def start_hub(self, ports: dict[str, int] | None = None) -> dict[str, int]:
+        """API, relay and worker, each on its own port (`hub_ports()` unless given); returns the
+        ports once every role's /metrics answers."""
+        ports = ports or hub_ports()
         self.start("api", MMHUB_PORT=str(ports["api"]))
         for role in ("relay", "worker"):
             self.start(role, MMHUB_METRICS_PORT=str(ports[role]))
