@@ -11,15 +11,17 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import orjson
 from sqlalchemy import select, tuple_
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.errors import ServiceUnavailable, Unprocessable
 from app.ids import new_id
+from app.ingest.held import HeldConnection
 from app.ingest.model import NewEvent, Outcome
 from app.models import Event
 from app.tracing import batch_span
@@ -90,13 +92,21 @@ class GroupCommitter:
         return await future
 
     async def _run(self) -> None:
+        held = HeldConnection(self._engine)
+        try:
+            await self._commit_batches(held)
+        finally:
+            await held.close()
+
+    async def _commit_batches(self, held: HeldConnection) -> None:
         while True:
             batch = [await self._queue.get()]
             while len(batch) < self._max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
                 with batch_span("ingest group commit", [e.traceparent for (e, _), _ in batch]):
-                    outcomes = await self._flush([item for item, _ in batch])
+                    items = [item for item, _ in batch]
+                    outcomes = await held.run(partial(self._flush, items=items))
             except Exception as exc:
                 # The transaction did not commit (or we cannot know that it did): nobody gets a 200.
                 log.warning("ingest commit failed for %d events: %s", len(batch), _reason(exc))
@@ -112,7 +122,9 @@ class GroupCommitter:
                 for _ in batch:
                     self._queue.task_done()
 
-    async def _flush(self, items: Sequence[tuple[NewEvent, str]]) -> list[Outcome]:
+    async def _flush(
+        self, conn: AsyncConnection, items: Sequence[tuple[NewEvent, str]]
+    ) -> list[Outcome]:
         events = [event for event, _ in items]
         payloads = {id(event): payload for event, payload in items}
         # The first of several identical requests in one batch is the one stored.
@@ -140,14 +152,13 @@ class GroupCommitter:
             [e.subject for e, _ in deliveries],
             [e.traceparent for e in batch],
         )
-        async with self._engine.connect() as conn:
-            raw = (await conn.get_raw_connection()).driver_connection
-            assert raw is not None
-            # One statement, one round trip, its own transaction: events, deliveries, NOTIFY.
-            rows = await raw.fetch(_FLUSH_SQL, *args)
-            new_ids = {row[0] for row in rows}
-            missing = [k for k, e in firsts.items() if e.id not in new_ids]
-            existing = await self._existing_ids(conn, missing)
+        raw = (await conn.get_raw_connection()).driver_connection
+        assert raw is not None
+        # One statement, one round trip, its own transaction: events, deliveries, NOTIFY.
+        rows = await raw.fetch(_FLUSH_SQL, *args)
+        new_ids = {row[0] for row in rows}
+        missing = [k for k, e in firsts.items() if e.id not in new_ids]
+        existing = await self._existing_ids(conn, missing)
         return [_outcome(e, firsts, new_ids, existing) for e in events]
 
     @staticmethod
@@ -156,11 +167,12 @@ class GroupCommitter:
     ) -> dict[tuple[str, str], uuid.UUID]:
         if not keys:
             return {}
-        result = await conn.execute(
-            select(Event.source, Event.dedup_key, Event.id).where(
-                tuple_(Event.source, Event.dedup_key).in_(keys)
+        async with conn.begin():  # ended here: the kept connection stays in autocommit
+            result = await conn.execute(
+                select(Event.source, Event.dedup_key, Event.id).where(
+                    tuple_(Event.source, Event.dedup_key).in_(keys)
+                )
             )
-        )
         return {(source, key): event_id for source, key, event_id in result}
 
 
@@ -201,6 +213,9 @@ def _outcome(
     if first is event and event.id in new_ids:
         return Outcome(event.id, duplicate=False, deliveries=len(event.deliveries))
     original = first.id if first.id in new_ids else existing[key]
+    if first is event and original == event.id:
+        # Our own row, committed by an attempt whose reply was lost (see HeldConnection.run).
+        return Outcome(event.id, duplicate=False, deliveries=len(event.deliveries))
     return Outcome(original, duplicate=True, deliveries=0)
 
 
