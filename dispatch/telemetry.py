@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import datetime
 
 from opentelemetry import trace
@@ -18,16 +19,23 @@ from app.telemetry import DEAD, DELIVERY_ATTEMPTS, DELIVERY_DURATION, EVENT_TO_D
 from app.tracing import context_from, tracer
 from dispatch.targets.base import AttemptResult
 
+# The relay's hand-over span that enqueued the running drain job: every attempt links to it.
+handover: ContextVar[str | None] = ContextVar("handover", default=None)
+
 
 @contextmanager
 def attempt_span(
     target: str, event_traceparent: str | None, attributes: dict[str, str | int]
 ) -> Iterator[trace.Span]:
-    """The CLIENT span of one attempt, a child of the event's ingest span when it has one."""
+    """The CLIENT span of one attempt, a child of the event's ingest span when it has one, linked
+    to the relay's hand-over that started its drain job."""
+    relay = handover.get()
+    links = [trace.Link(trace.get_current_span(context_from(relay)).get_span_context())]
     with tracer.start_as_current_span(
         "POST",
         context=context_from(event_traceparent),
         kind=SpanKind.CLIENT,
+        links=links if relay else None,
         attributes={"http.request.method": "POST", "mmhub.target": target, **attributes},
         record_exception=False,  # a target never raises: its failures are results
     ) as span:
