@@ -46,6 +46,8 @@ async def test_one_trace_from_the_webhook_to_the_target(
         await eventually(received, seconds=30)
         _, trace_id, parent_id, flags = fake_target.requests[0].headers["traceparent"].split("-")
         assert (trace_id, flags) == (CALLER_TRACE, "01")
+        # X-Correlation-Id: the request id of the webhook that brought the event.
+        assert fake_target.requests[0].headers["x-correlation-id"] == reply.headers["x-request-id"]
 
         def spans(name: str) -> list[ReceivedSpan]:
             return [s for s in receiver.spans if s.name == name and s.trace_id == CALLER_TRACE]
