@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dispatch.handover import drain_and_hand_over
 from dispatch.runtime import runner
-from dispatch.telemetry import handover
+from dispatch.telemetry import handover, handover_links
 
 
 def drain_target(target: str, relay_span: str | None = None) -> int:
@@ -12,7 +12,7 @@ def drain_target(target: str, relay_span: str | None = None) -> int:
 
     `relay_span` is the traceparent of the relay's hand-over that enqueued the job."""
     run = runner()
-    token = handover.set(relay_span)  # the loop's tasks copy this context
+    token = handover.set(handover_links(relay_span))  # the loop's tasks copy this context
     try:
         return run.run(drain_and_hand_over(run.runtime, target))
     finally:
