@@ -24,8 +24,8 @@ def sample(name: str, **labels: str) -> float:
 
 
 async def test_ingest_counts_events_refusals_and_http_requests(
-    settings_for: Callable[..., Settings], fake_target: FakeTarget
-) -> None:
+    settings_for: Callable[..., Settings], engine: AsyncEngine, fake_target: FakeTarget
+) -> None:  # `engine`: the tables start empty, so the deals are new events
     accepted = {"source": "bitrix24", "type": "ONCRMDEALADD"}
     refused = {"source": "bitrix24", "status": "401"}
     http_ok = {"method": "POST", "route": "/webhooks/bitrix24", "status": "200"}
