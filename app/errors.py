@@ -88,6 +88,9 @@ def problem(
     )
 
 
+_SOURCES = {"1c": "onec"}  # /webhooks/1c -> the source name stored with the events
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Every error, ours or the framework's, leaves as problem+json; never a stack trace."""
 
@@ -96,7 +99,8 @@ def install_error_handlers(app: FastAPI) -> None:
         if request.url.path.startswith("/webhooks/"):
             # The source, not the path: /webhooks/1c/{type} would make a label per object type.
             source = request.url.path.split("/")[2][:16]
-            INGEST_REJECTED.add(1, {"status": str(exc.status), "source": source})
+            # The events' own source names, as in mmhub_ingested_events_total.
+            INGEST_REJECTED.labels(_SOURCES.get(source, source), str(exc.status)).inc()
             # Bitrix24 never redelivers: a refused webhook must be findable in the log.
             log.info(
                 "webhook refused with %d: %s", exc.status, exc.detail, extra={"source": source}

@@ -8,6 +8,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from asgi_correlation_id import correlation_id
+from opentelemetry import trace
 from pythonjsonlogger.json import JsonFormatter
 
 from app.secrets import mask_credentials
@@ -29,6 +30,10 @@ class _ContextFilter(logging.Filter):
         if masked != message:
             record.msg, record.args = masked, None
         record.request_id = correlation_id.get()
+        span = trace.get_current_span().get_span_context()
+        if span.is_valid:
+            record.trace_id = f"{span.trace_id:032x}"
+            record.span_id = f"{span.span_id:016x}"
         for key, value in (log_context.get() or {}).items():
             setattr(record, key, value)
         return True

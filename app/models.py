@@ -88,6 +88,8 @@ class Event(Base):
     )
     occurred_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     request_id: Mapped[str | None] = mapped_column(Text)
+    # W3C traceparent of the ingest request's span: delivery attempts join that trace.
+    traceparent: Mapped[str | None] = mapped_column(Text)
     headers: Mapped[dict[str, Any]] = mapped_column(JSONB)
     payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
     # The body as received, with secret values masked.

@@ -67,6 +67,8 @@ class Settings(BaseSettings):
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
     # Fernet keys (newest first, comma-separated) that encrypt Bitrix24 OAuth tokens at rest; needed with `app`.
     token_keys: SecretStr | None = None
+    # How often the relay reads backlog, lag, pauses and breakers into its gauges.
+    gauges_interval: Duration = timedelta(seconds=5)
     hub: HubConfig = Field(default_factory=HubConfig)
 
     @property

@@ -185,16 +185,27 @@ def fake_portal(
 
 
 def _serve_metrics(service: str, settings: Settings) -> None:
+    """Traces for this role; its /metrics on MMHUB_METRICS_PORT when set."""
     from prometheus_client import start_http_server
 
-    from app.telemetry import setup_metrics
+    from app.tracing import setup_tracing
 
-    setup_metrics(service)
+    setup_tracing(service)
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr=settings.host)
 
 
 ROLES = ("api", "relay", "worker")
+
+
+def _metrics_ports(settings: Settings) -> dict[str, int]:
+    """Each dispatch role needs its own /metrics port: MMHUB_METRICS_PORT and the next one, or
+    free ports when it is not set."""
+    from app.embedded import free_port
+
+    if settings.metrics_port:
+        return {"relay": settings.metrics_port, "worker": settings.metrics_port + 1}
+    return {"relay": free_port(), "worker": free_port()}
 
 
 @cli.command()
@@ -222,11 +233,21 @@ def dev(
     roles = [*ROLES, "sink", "fake-portal"] if with_sink else list(ROLES)
     if with_sink and _listening(int(os.environ.get("MMHUB_DEV_PORTAL_PORT", "8098"))):
         roles.remove("fake-portal")  # one runs already (its records and queues outlive the hub)
-    children = [subprocess.Popen([sys.executable, "-m", "cli", role], env=env) for role in roles]
+    metrics = _metrics_ports(settings)
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-m", "cli", role],
+            env={**env, "MMHUB_METRICS_PORT": str(metrics[role])} if role in metrics else env,
+        )
+        for role in roles
+    ]
     typer.echo(
         f"mmhub is up on http://{settings.host}:{settings.port} "
         f"({', '.join(roles)}); Ctrl-C stops everything"
     )
+    typer.echo(f"  api    metrics: http://{settings.host}:{settings.port}/metrics")
+    for role, port in metrics.items():
+        typer.echo(f"  {role:<6} metrics: http://{settings.host}:{port}/metrics")
     stopping = False
 
     def stop(signum: int, _frame: object) -> None:

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 
+from opentelemetry.trace import SpanKind
 from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue
@@ -22,6 +23,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.db import make_engine
 from app.ingest.committer import NOTIFY_CHANNEL
 from app.settings import Settings
+from app.tracing import tracer
+from dispatch.gauges import keep_gauges
 from dispatch.handover import KEY, enqueue_drain
 from dispatch.listen import listen
 from dispatch.pullers import run_pullers
@@ -55,10 +58,15 @@ async def relay_once(engine: AsyncEngine, queue: Queue, targets: list[str]) -> l
         due = (await conn.execute(_DUE_TARGETS, {"targets": targets})).all()
     enqueued = []
     for target, stale in due:
-        if stale:
-            # The job that held this target is gone with its worker; its key may outlive it.
-            queue.connection.delete(KEY.format(target))
-        if enqueue_drain(queue, target):
+        with tracer.start_as_current_span(
+            "relay hand-over", kind=SpanKind.PRODUCER, attributes={"mmhub.target": target}
+        ) as span:
+            if stale:
+                # The job that held this target is gone with its worker; its key may outlive it.
+                queue.connection.delete(KEY.format(target))
+            handed = enqueue_drain(queue, target)
+            span.set_attribute("mmhub.enqueued", handed)
+        if handed:
             enqueued.append(target)
     return enqueued
 
@@ -73,6 +81,8 @@ async def run_relay(settings: Settings, stop: asyncio.Event) -> None:
         listen(settings.require_database_url, NOTIFY_CHANNEL, lambda _payload: wake.set(), stop)
     )
     pullers = asyncio.create_task(run_pullers(settings, stop))  # Bitrix24 offline queues
+    every = settings.gauges_interval.total_seconds()
+    gauges = asyncio.create_task(keep_gauges(engine, targets, every, stop))
     poll = settings.relay_poll_interval.total_seconds()
     log.info("relay started for targets %s", ", ".join(targets) or "(none)")
     try:
@@ -89,7 +99,7 @@ async def run_relay(settings: Settings, stop: asyncio.Event) -> None:
             if enqueued:
                 log.debug("drain jobs enqueued for %s", ", ".join(enqueued))
     finally:
-        for task in (listener, pullers):
+        for task in (listener, pullers, gauges):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -122,14 +122,19 @@ async def get_event(session: AsyncSession, event_id: uuid.UUID) -> Event:
     return event
 
 
-async def stats(session: AsyncSession) -> dict[str, Any]:
-    """Counts by target and status, and per target the age of the oldest due delivery."""
+async def stats(session: AsyncSession, statuses: Sequence[str] | None = None) -> dict[str, Any]:
+    """Counts by target and status, and per target the age of the oldest due, waiting delivery.
+
+    `statuses` limits the counts (the relay's gauges count only unfinished deliveries, an index
+    range, not the whole history).
+    """
     counts: dict[str, dict[str, int]] = {}
-    for target, status, count in await session.execute(
-        select(Delivery.target, Delivery.status, func.count()).group_by(
-            Delivery.target, Delivery.status
-        )
-    ):
+    by_status = select(Delivery.target, Delivery.status, func.count()).group_by(
+        Delivery.target, Delivery.status
+    )
+    if statuses is not None:
+        by_status = by_status.where(Delivery.status.in_(statuses))
+    for target, status, count in await session.execute(by_status):
         counts.setdefault(target, {})[status] = count
     oldest = {
         target: seconds
@@ -139,7 +144,8 @@ async def stats(session: AsyncSession) -> dict[str, Any]:
                 func.extract("epoch", func.now() - func.min(Delivery.next_attempt_at)),
             )
             .where(
-                Delivery.status.in_(("pending", "retrying")),
+                # Held (a pause, an open breaker) is waiting too: a paused target's lag grows.
+                Delivery.status.in_(("pending", "retrying", "held")),
                 Delivery.next_attempt_at <= func.now(),
             )
             .group_by(Delivery.target)

@@ -198,7 +198,8 @@ class AuditOut(_Out):
 class TargetStats(BaseModel):
     by_status: dict[str, int]
     oldest_due_seconds: float | None = Field(
-        description="age of the oldest delivery due and not yet attempted; null when none"
+        description="age of the oldest delivery due and waiting (pending, retrying, or held "
+        "by a pause or an open breaker); null when none"
     )
 
 

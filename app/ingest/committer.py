@@ -11,17 +11,20 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import orjson
 from sqlalchemy import select, tuple_
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.errors import ServiceUnavailable, Unprocessable
 from app.ids import new_id
+from app.ingest.held import HeldConnection
 from app.ingest.model import NewEvent, Outcome
 from app.models import Event
+from app.tracing import batch_span
 
 log = logging.getLogger(__name__)
 
@@ -29,13 +32,13 @@ NOTIFY_CHANNEL = "mmhub_deliveries"
 _FLUSH_SQL = f"""
 WITH new_events AS (
   INSERT INTO events (id, source, type, subject, dedup_key, origin, occurred_at, request_id,
-                      headers, payload, raw_body)
+                      headers, payload, raw_body, traceparent)
   SELECT id, source, type, subject, dedup_key, origin, occurred_at, request_id,
-         headers::jsonb, payload::jsonb, raw_body
+         headers::jsonb, payload::jsonb, raw_body, traceparent
   FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-              $7::timestamptz[], $8::text[], $9::text[], $10::text[], $11::bytea[])
+              $7::timestamptz[], $8::text[], $9::text[], $10::text[], $11::bytea[], $17::text[])
        AS e(id, source, type, subject, dedup_key, origin, occurred_at, request_id,
-            headers, payload, raw_body)
+            headers, payload, raw_body, traceparent)
   ON CONFLICT (source, dedup_key) DO NOTHING
   RETURNING id
 ), new_deliveries AS (
@@ -89,12 +92,21 @@ class GroupCommitter:
         return await future
 
     async def _run(self) -> None:
+        held = HeldConnection(self._engine)
+        try:
+            await self._commit_batches(held)
+        finally:
+            await held.close()
+
+    async def _commit_batches(self, held: HeldConnection) -> None:
         while True:
             batch = [await self._queue.get()]
             while len(batch) < self._max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
-                outcomes = await self._flush([item for item, _ in batch])
+                with batch_span("ingest group commit", [e.traceparent for (e, _), _ in batch]):
+                    items = [item for item, _ in batch]
+                    outcomes = await held.run(partial(self._flush, items=items))
             except Exception as exc:
                 # The transaction did not commit (or we cannot know that it did): nobody gets a 200.
                 log.warning("ingest commit failed for %d events: %s", len(batch), _reason(exc))
@@ -110,7 +122,9 @@ class GroupCommitter:
                 for _ in batch:
                     self._queue.task_done()
 
-    async def _flush(self, items: Sequence[tuple[NewEvent, str]]) -> list[Outcome]:
+    async def _flush(
+        self, conn: AsyncConnection, items: Sequence[tuple[NewEvent, str]]
+    ) -> list[Outcome]:
         events = [event for event, _ in items]
         payloads = {id(event): payload for event, payload in items}
         # The first of several identical requests in one batch is the one stored.
@@ -136,15 +150,15 @@ class GroupCommitter:
             [d.route for _, d in deliveries],
             [d.target for _, d in deliveries],
             [e.subject for e, _ in deliveries],
+            [e.traceparent for e in batch],
         )
-        async with self._engine.connect() as conn:
-            raw = (await conn.get_raw_connection()).driver_connection
-            assert raw is not None
-            # One statement, one round trip, its own transaction: events, deliveries, NOTIFY.
-            rows = await raw.fetch(_FLUSH_SQL, *args)
-            new_ids = {row[0] for row in rows}
-            missing = [k for k, e in firsts.items() if e.id not in new_ids]
-            existing = await self._existing_ids(conn, missing)
+        raw = (await conn.get_raw_connection()).driver_connection
+        assert raw is not None
+        # One statement, one round trip, its own transaction: events, deliveries, NOTIFY.
+        rows = await raw.fetch(_FLUSH_SQL, *args)
+        new_ids = {row[0] for row in rows}
+        missing = [k for k, e in firsts.items() if e.id not in new_ids]
+        existing = await self._existing_ids(conn, missing)
         return [_outcome(e, firsts, new_ids, existing) for e in events]
 
     @staticmethod
@@ -153,11 +167,12 @@ class GroupCommitter:
     ) -> dict[tuple[str, str], uuid.UUID]:
         if not keys:
             return {}
-        result = await conn.execute(
-            select(Event.source, Event.dedup_key, Event.id).where(
-                tuple_(Event.source, Event.dedup_key).in_(keys)
+        async with conn.begin():  # ended here: the kept connection stays in autocommit
+            result = await conn.execute(
+                select(Event.source, Event.dedup_key, Event.id).where(
+                    tuple_(Event.source, Event.dedup_key).in_(keys)
+                )
             )
-        )
         return {(source, key): event_id for source, key, event_id in result}
 
 
@@ -198,6 +213,9 @@ def _outcome(
     if first is event and event.id in new_ids:
         return Outcome(event.id, duplicate=False, deliveries=len(event.deliveries))
     original = first.id if first.id in new_ids else existing[key]
+    if first is event and original == event.id:
+        # Our own row, committed by an attempt whose reply was lost (see HeldConnection.run).
+        return Outcome(event.id, duplicate=False, deliveries=len(event.deliveries))
     return Outcome(original, duplicate=True, deliveries=0)
 
 

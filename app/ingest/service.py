@@ -12,6 +12,7 @@ from app.ingest.routing import plan_deliveries
 from app.logs import bind
 from app.settings import Settings
 from app.telemetry import INGESTED
+from app.tracing import traceparent
 
 log = logging.getLogger(__name__)
 _PLANS: dict[tuple[int, str, str], list[PlannedDelivery]] = {}  # the hub config is immutable
@@ -26,12 +27,13 @@ async def record_event(request: Request, event: NewEvent) -> Outcome:
     if planned is None:
         planned = _PLANS[key] = plan_deliveries(settings.hub, event.source, event.type)
     event.deliveries = planned
+    event.traceparent = traceparent()  # the request's span: the deliveries' attempts join it
     bind(source=event.source, event_type=event.type, subject=event.subject)
     outcome = await committer.submit(event)
     bind(event_id=str(outcome.event_id))
-    INGESTED.add(1, {"source": event.source, "duplicate": str(outcome.duplicate).lower()})
     if outcome.duplicate:
         log.info("duplicate event: nothing stored")
     else:
+        INGESTED.labels(event.source, event.type).inc()
         log.info("event accepted with %d deliveries", outcome.deliveries)
     return outcome

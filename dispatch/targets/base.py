@@ -33,6 +33,15 @@ class Outbound:
     params: dict[str, Any] | None = None  # bitrix24 route: params template (Jinja2 strings inside)
 
 
+def trace_headers(out: Outbound) -> dict[str, str]:
+    """The headers that tie a request to its webhook: the attempt span's `traceparent`, and the
+    webhook's request id as `X-Request-Id` and (CONTRACT v2) `X-Correlation-Id`."""
+    headers = {"traceparent": out.traceparent}
+    if out.request_id:
+        headers["X-Request-Id"] = headers["X-Correlation-Id"] = out.request_id
+    return headers
+
+
 @dataclass(frozen=True, slots=True)
 class AttemptResult:
     """What one attempt did: the row written to `delivery_attempts`, minus bookkeeping."""

@@ -32,6 +32,7 @@ from dispatch.targets.base import (
     RetryableError,
     Secrets,
     Verdict,
+    trace_headers,
 )
 from dispatch.targets.transport import encode_json, judge_status, post
 
@@ -94,10 +95,8 @@ class Bitrix24Target:
             "Content-Type": "application/json",
             "Accept": "application/json",
             "Idempotency-Key": str(out.delivery_id),
-            "traceparent": out.traceparent,
+            **trace_headers(out),
         }
-        if out.request_id:
-            headers["X-Request-Id"] = out.request_id
         batch = method == "batch"
 
         async def call(auth: dict[str, str], base: str) -> AttemptResult:

@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 
 from app.hubconfig import BasicAuth, BearerAuth
-from dispatch.targets.base import AttemptResult, Outbound, Reply, Verdict
+from dispatch.targets.base import AttemptResult, Outbound, Reply, Verdict, trace_headers
 from dispatch.targets.transport import auth_headers, encode_json, judge_status, post
 
 CONTENT_TYPE = "application/cloudevents+json"
@@ -60,14 +60,11 @@ def rfc3339_utc(when: datetime) -> str:
 
 def cloudevent_headers(out: Outbound) -> dict[str, str]:
     """Headers every CloudEvent delivery carries, the same on each attempt but `traceparent`."""
-    headers = {
+    return {
         "Content-Type": CONTENT_TYPE,
         "Idempotency-Key": str(out.delivery_id),
-        "traceparent": out.traceparent,
+        **trace_headers(out),
     }
-    if out.request_id:
-        headers["X-Request-Id"] = out.request_id
-    return headers
 
 
 class CloudEventTarget:

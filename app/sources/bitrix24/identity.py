@@ -258,7 +258,9 @@ def _canon(value: Any) -> Any:
         return dict(kept)
     if isinstance(value, (list, tuple)):
         return _canon(dict(enumerate(value)))
-    if value is None or value == "undefined":  # the form parser reads Bitrix24's literal `undefined` as null
+    if (
+        value is None or value == "undefined"
+    ):  # the form parser reads Bitrix24's literal `undefined` as null
         return _EMPTY
     if isinstance(value, bool):
         return "1" if value else "0"
