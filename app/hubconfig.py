@@ -93,6 +93,9 @@ class Portal(_Model):
     application_tokens: list[SecretStr] = Field(default_factory=list)
     app: PortalApp | None = None
     offline: PortalOffline | None = None
+    # The Bitrix24 user the hub's REST writes are made as: an enriched event whose record this user changed last,
+    # right after the hub wrote to it, is the hub's own echo and ends `suppressed`.
+    echo_user_id: int | None = None
     rest: PortalRest | None = None
 
     @model_validator(mode="after")

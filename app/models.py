@@ -273,3 +273,22 @@ class Bitrix24OfflineState(Base):
     process_id: Mapped[str | None] = mapped_column(Text)
     pulled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Bitrix24Write(Base):
+    """A write the hub made to a Bitrix24 record (a `bitrix24` target's delivered call): what echo suppression
+    matches the record's next change against (`echo_user_id`)."""
+
+    __tablename__ = "bitrix24_writes"
+    __table_args__ = (Index(None, "portal", "subject", "written_at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    portal: Mapped[str] = mapped_column(
+        Text
+    )  # the portal's host (app.bitrix24.portals.bucket_name)
+    subject: Mapped[str] = mapped_column(
+        Text
+    )  # the record written, as events name it (`deal/7405`)
+    method: Mapped[str] = mapped_column(Text)
+    delivery_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    written_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

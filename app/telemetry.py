@@ -58,6 +58,9 @@ EVENT_TO_DELIVERY = Histogram(
     buckets=_END_TO_END,
 )
 DEAD = Counter("mmhub_dead", "Deliveries that went dead", ["target"])
+SUPPRESSED = Counter(
+    "mmhub_suppressed", "Deliveries suppressed as the hub's own echo (echo_user_id)", ["target"]
+)
 BACKLOG = Gauge(
     "mmhub_deliveries",
     "Deliveries not finished, by target and status (computed by the relay)",

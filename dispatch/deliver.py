@@ -20,6 +20,7 @@ from sqlalchemy import text
 from app.hubconfig import Target as TargetSpec
 from app.tracing import traceparent
 from dispatch.coalesce import coalescing_routes, supersede_stale
+from dispatch.echo import remember_writes
 from dispatch.enrich import claim_size, enrich
 from dispatch.limits import Gate, gate, hold_waiting, judge_breaker
 from dispatch.retry import next_step
@@ -275,6 +276,7 @@ async def _record(
     probe_ok = sent[0].result.outcome == "delivered" if probe else None
     async with conn.transaction():
         await conn.execute(_RECORD, target, *columns)
+        await remember_writes(conn, rt, target, sent)
         state = await judge_breaker(
             conn, target, spec.circuit_breaker, probe_ok=probe_ok, failed=failed
         )

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from app.bitrix24.records import Read, read_records
 from app.bitrix24.rest import MAX_COMMANDS, PortalClient
+from dispatch.echo import echoes
 from dispatch.targets.base import AttemptResult, Outcome
 
 if TYPE_CHECKING:
@@ -49,11 +50,13 @@ async def enrich(rt: Runtime, batch: list[Claimed]) -> tuple[list[Claimed], list
     for claimed in wanted:
         by_portal[rt.portals.for_event(claimed.outbound.event)].append(claimed)
     reads: dict[int, Read] = {}  # id(claimed) -> its read
+    suppressed: dict[int, str] = {}  # id(claimed) -> the hub's write it echoes
     for client, group in by_portal.items():
         if client is None:
             continue
         found = await read_records(client, [c.outbound.event["subject"] for c in group])
         reads.update({id(c): found[c.outbound.event["subject"]] for c in group})
+        suppressed.update(await echoes(rt, rt.portals.portal_of(client), group, found))
     ready: list[Claimed] = []
     unsent: list[Unsent] = []
     for claimed in batch:
@@ -65,6 +68,8 @@ async def enrich(rt: Runtime, batch: list[Claimed]) -> tuple[list[Claimed], list
         elif (error := reads[id(claimed)].error) is not None:
             reason = f"reading the record: {error}"
             unsent.append((claimed, _failed("retry", error.error_class, reason, error.status)))
+        elif id(claimed) in suppressed:
+            unsent.append((claimed, _failed("suppressed", "echo", suppressed[id(claimed)], None)))
         else:
             ready.append(_with_record(claimed, reads[id(claimed)]))
     return ready, unsent

@@ -15,7 +15,7 @@ from datetime import datetime
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from app.telemetry import DEAD, DELIVERY_ATTEMPTS, DELIVERY_DURATION, EVENT_TO_DELIVERY
+from app.telemetry import DEAD, DELIVERY_ATTEMPTS, DELIVERY_DURATION, EVENT_TO_DELIVERY, SUPPRESSED
 from app.tracing import context_from, tracer
 from dispatch.targets.base import AttemptResult
 
@@ -74,6 +74,8 @@ def record_settled(target: str, state: str, received_at: datetime, now: datetime
         EVENT_TO_DELIVERY.labels(target).observe(max((now - received_at).total_seconds(), 0.0))
     elif state == "dead":
         DEAD.labels(target).inc()
+    elif state == "suppressed":
+        SUPPRESSED.labels(target).inc()
 
 
 def declare_targets(targets: list[str]) -> None:

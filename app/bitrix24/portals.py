@@ -83,10 +83,12 @@ class Portals:
     ) -> None:
         self._by_member: dict[str, PortalClient] = {}
         self._by_domain: dict[str, PortalClient] = {}
+        self._config: dict[int, Portal] = {}  # id(client) -> its portal's configuration
         for portal in _portals(hub):
             client = _client(portal, redis, http, installs, options)
             if client is None:
                 continue
+            self._config[id(client)] = portal
             if portal.member_id:
                 self._by_member[portal.member_id] = client
             if portal.domain:
@@ -113,6 +115,26 @@ class Portals:
         if found is None and source.startswith(SOURCE_PREFIX):
             found = self.get(None, source.removeprefix(SOURCE_PREFIX))
         return found
+
+    def portal_of(self, client: PortalClient) -> Portal:
+        """The configuration of the portal a client calls."""
+        return self._config[id(client)]
+
+
+def target_portal(hub: HubConfig, spec: Bitrix24Target) -> Portal | None:
+    """The configured portal a `bitrix24` target writes to: its `portal:`, else the portal whose REST host it calls."""
+    if spec.portal is not None:
+        return hub.portal(spec.portal)
+    host = bucket_name(hub.rest_base(spec))
+    for portal in _portals(hub):
+        if portal.rest and bucket_name(portal.rest.webhook_url.get_secret_value()) == host:
+            return portal
+    return None
+
+
+def portal_key(portal: Portal) -> str:
+    """How writes and events of one portal are matched: its member_id, else its domain."""
+    return portal.member_id or portal.domain or ""
 
 
 def _client(

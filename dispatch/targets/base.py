@@ -13,7 +13,8 @@ from typing import Any, Literal, Protocol
 
 import aiohttp
 
-Outcome = Literal["delivered", "retry", "dead"]
+# `suppressed`: not sent, the change was the hub's own write coming back (echo_user_id).
+Outcome = Literal["delivered", "retry", "dead", "suppressed"]
 # (outcome, error class, human reason) as a target judges a reply.
 Verdict = tuple[Outcome, str | None, str | None]
 

@@ -21,6 +21,7 @@ from app.bitrix24.installs import NotInstalled
 from app.bitrix24.oauth import OAuthRefused, OAuthUnavailable
 from app.bitrix24.rest import Credentials, secret_parts
 from app.hubconfig import Bitrix24Target as Bitrix24Spec
+from app.sources.bitrix24.identity import CRM_TYPES
 from dispatch.retry import classify_status
 from dispatch.targets.base import (
     AttemptResult,
@@ -71,6 +72,14 @@ class Bitrix24Target:
         self._templates: dict[tuple[str, str], Any] = {}  # (method, params) -> compiled params
         self._app: Credentials | None = None
         self._connector: str | None = None
+
+    def written_subject(self, out: Outbound) -> str | None:
+        """The record a delivered call wrote, as events name it (`deal/7405`), for echo suppression; None if unknown."""
+        try:
+            params = _render(self._compiled(_check_method(out.method), out.params or {}), out.event)
+        except DeliveryError:
+            return None
+        return written_subject(out.method or "", params)
 
     def use_application(self, credentials: Credentials, auth_connector: str | None) -> None:
         """Call as the installed application (its tokens), with this source key on every call."""
@@ -142,6 +151,27 @@ class Bitrix24Target:
                 self._templates.clear()
             compiled = self._templates[key] = _compile(params, "params")
         return compiled
+
+
+_ENTITY_WRITE = re.compile(r"crm\.(deal|lead|contact|company|quote)\.(update|delete)")
+
+
+def written_subject(method: str, params: Any) -> str | None:
+    """The subject of the record an update call writes: crm.<entity>.update, crm.item.update, tasks.task.update."""
+    if not isinstance(params, dict):
+        return None
+    lowered = method.lower()
+    if match := _ENTITY_WRITE.fullmatch(lowered):
+        number = params.get("id") or params.get("ID")
+        return f"{match.group(1)}/{number}" if number else None
+    if lowered in ("crm.item.update", "crm.item.delete"):
+        kind, number = params.get("entityTypeId"), params.get("id")
+        entity = CRM_TYPES.get(str(kind), f"dynamic-{kind}")
+        return f"{entity}/{number}" if kind and number else None
+    if lowered in ("tasks.task.update", "tasks.task.delete"):
+        number = params.get("taskId")
+        return f"task/{number}" if number else None
+    return None
 
 
 def judge_reply(reply: Reply, *, batch: bool = False) -> Verdict:
