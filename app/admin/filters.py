@@ -33,6 +33,11 @@ def parse_when(value: Any, now: datetime | None = None) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+def contains(text: str) -> str:
+    """An ILIKE pattern matching `text` anywhere (its own % and _ taken literally)."""
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
 class DeliveryFilter(BaseModel):
     """Which deliveries (and, through them, events) a search or a bulk action covers."""
 
@@ -89,9 +94,7 @@ class DeliveryFilter(BaseModel):
         if self.until:
             conditions.append(Event.received_at < self.until)
         if self.text:
-            needle = (
-                "%" + self.text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-            )
+            needle = contains(self.text)
             conditions.append(
                 or_(
                     Event.payload.cast(Text).ilike(needle),
