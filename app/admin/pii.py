@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from typing import Any, TypeVar
+from urllib.parse import unquote_plus
 
 from pydantic import BaseModel
 
@@ -80,11 +81,22 @@ _FREE_TEXT |= {"response_excerpt", "data", "cloudevent"}
 Shown = TypeVar("Shown", bound=BaseModel)
 
 
+def _mask_raw(body: str) -> str:
+    """A raw body: a form-encoded one is shown decoded, so its encoded digits can be masked."""
+    if re.search(r"%[0-9A-Fa-f]{2}", body) and "{" not in body[:1]:
+        body = unquote_plus(body)
+    return mask_text(body)
+
+
 def mask_fields(record: Any) -> Any:
     """A dumped record (dicts and lists) with its free-text fields masked, at any depth."""
     if isinstance(record, dict):
         return {
-            key: mask_pii(value) if key in _FREE_TEXT else mask_fields(value)
+            key: (
+                _mask_raw(value)
+                if key == "raw_body" and isinstance(value, str)
+                else mask_pii(value) if key in _FREE_TEXT else mask_fields(value)
+            )
             for key, value in record.items()
         }
     if isinstance(record, list):
