@@ -44,31 +44,30 @@ async def hub(
             yield live, erp
 
 
-async def _wait_for(engine: AsyncEngine, condition: str, count: int) -> None:
-    """Until `count` deliveries meet the SQL condition (the dispatcher runs in the background)."""
+async def _wait_for(engine: AsyncEngine, target: str, status: str, count: int) -> None:
+    """Until `count` deliveries to target are in status (the dispatcher runs in the background)."""
+    query = text("SELECT count(*) FROM deliveries WHERE target = :target AND status = :status")
     for _ in range(300):
         async with engine.connect() as conn:
-            found = (
-                await conn.execute(text(f"SELECT count(*) FROM deliveries WHERE {condition}"))
-            ).scalar_one()
+            found = (await conn.execute(query, {"target": target, "status": status})).scalar_one()
         if found == count:
             return
         await asyncio.sleep(0.1)
-    raise AssertionError(f"never {count} deliveries with {condition}")
+    raise AssertionError(f"never {count} {status} deliveries to {target}")
 
 
 async def _arrange(live: LiveHub, engine: AsyncEngine) -> str:
     """Four deals to erp end dead (one received 3 h ago), a contact with a phone is delivered to ww."""
     old = await post_webhook(live, deal(40, ts=40))
-    await _wait_for(engine, "status = 'dead'", 1)
+    await _wait_for(engine, "erp", "dead", 1)
     await execute(
         engine, "UPDATE events SET received_at = now() - interval '3 hours' WHERE id = :id", id=old
     )
     for n in (41, 42, 43):
         await post_webhook(live, deal(n, ts=n))
     contact = await post_webhook(live, contact_with_pii())
-    await _wait_for(engine, "target = 'erp' AND status = 'dead'", 4)
-    await _wait_for(engine, "target = 'ww' AND status = 'delivered'", 1)
+    await _wait_for(engine, "erp", "dead", 4)
+    await _wait_for(engine, "ww", "delivered", 1)
     return contact
 
 
@@ -161,7 +160,7 @@ async def test_the_support_story(hub: tuple[LiveHub, FakeTarget], engine: AsyncE
             await asyncio.sleep(0.2)
             await page.reload()
         await expect(page.locator("table.deliveries tbody .status.delivered")).to_have_count(3)
-        await _wait_for(engine, "target = 'erp' AND status = 'delivered'", 3)
+        await _wait_for(engine, "erp", "delivered", 3)
         assert len([r for r in erp.requests if r.path == "/erp"]) >= 3 * 2 + 1 + 3
 
         # Pause and resume erp from the overview.
