@@ -170,6 +170,20 @@ def _serve_metrics(service: str, settings: Settings) -> None:
 
 
 ROLES = ("api", "relay", "worker")
+# The local tokens config/dev.yaml accepts (by their hashes); printed only when the configuration
+# in use accepts them.
+DEV_TOKENS = {"operator": "mmhub-dev-operator-token", "viewer": "mmhub-dev-viewer-token"}
+
+
+def _console_hint(settings: Settings) -> None:
+    """Print the console's URL and the dev configuration's local tokens."""
+    import hashlib
+
+    typer.echo(f"support console: http://{settings.host}:{settings.port}/console")
+    configured = {token.token_sha256 for token in settings.hub.admin.tokens}
+    for role, token in DEV_TOKENS.items():
+        if hashlib.sha256(token.encode()).hexdigest() in configured:
+            typer.echo(f"  local {role} token (dev configuration only): {token}")
 
 
 @cli.command()
@@ -196,6 +210,7 @@ def dev(
         f"mmhub is up on http://{settings.host}:{settings.port} "
         f"({', '.join(roles)}); Ctrl-C stops everything"
     )
+    _console_hint(settings)
     stopping = False
 
     def stop(signum: int, _frame: object) -> None:
