@@ -27,6 +27,7 @@ from app.models import Delivery
 router = APIRouter(prefix="/console", include_in_schema=False)
 
 # The query string a support engineer pastes: the CLI's filters (`q` is the payload text).
+PAGE_SIZE = 50
 FILTER_PARAMS = ("status", "target", "source", "event_type", "subject", "since", "until", "q")
 
 
@@ -75,7 +76,9 @@ async def deliveries(
     given, where, error = read_filter(request)
     page = None
     if where is not None:
-        page = await queries.search_deliveries(session, where, limit=50, cursor=cursor or None)
+        page = await queries.search_deliveries(
+            session, where, limit=PAGE_SIZE, cursor=cursor or None
+        )
     next_url = None
     if page is not None and page.next_cursor:
         params = {k: v for k, v in given.items() if v} | {"cursor": page.next_cursor}

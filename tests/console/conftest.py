@@ -11,7 +11,8 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.settings import Settings
-from tests.admin.support import admin_hub
+from dispatch.runtime import Runtime
+from tests.admin.support import AdminHub, Seeded, admin_hub, seed
 from tests.fake_target import FakeTarget
 from tests.http_app import running_app
 
@@ -45,3 +46,18 @@ async def log_in(client: httpx.AsyncClient, token: str) -> str:
     match = re.search(r'name="csrf" value="([^"]+)"', page.text)
     assert match, page.text
     return match.group(1)
+
+
+@pytest.fixture
+async def seeded(
+    console: httpx.AsyncClient,
+    console_settings: Settings,
+    fake_target: FakeTarget,
+    engine: AsyncEngine,
+) -> AsyncIterator[Seeded]:
+    """The admin tests' five deliveries (tests/admin/support.py), in their states."""
+    rt = await Runtime.open(console_settings)
+    try:
+        yield await seed(AdminHub(console, rt, fake_target, engine))
+    finally:
+        await rt.close()
