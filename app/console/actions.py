@@ -6,6 +6,7 @@ function as the admin API and the CLI (which writes the audit row), and redirect
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 import orjson
@@ -40,19 +41,35 @@ def _why(reason: str) -> str:
     return reason.strip()
 
 
+async def _on_delivery(
+    request: Request,
+    user: ConsoleUser,
+    delivery_id: uuid.UUID,
+    work: Callable[[], Awaitable[object]],
+    done: str,
+) -> Response:
+    """Run an operator's action on one delivery, then back to its page with the outcome."""
+    page = f"/console/deliveries/{delivery_id}"
+    if refused := _operator(request, user):
+        return refused
+    try:
+        await work()
+    except HubError as exc:
+        return redirect(page, error=exc.detail)
+    return redirect(page, flash=done)
+
+
 @router.post("/deliveries/{delivery_id}/replay")
 async def replay(
     request: Request, user: Acting, session: Session, delivery_id: uuid.UUID, reason: Reason = ""
 ) -> Response:
     """Replay one delivery now (its next attempt is recorded as manual)."""
-    page = f"/console/deliveries/{delivery_id}"
-    if refused := _operator(request, user):
-        return refused
-    try:
-        await actions.replay_delivery(session, delivery_id, user.name, _why(reason))
-    except HubError as exc:
-        return redirect(page, error=exc.detail)
-    return redirect(page, flash="Replay requested: the delivery is due now.")
+
+    async def work() -> object:
+        return await actions.replay_delivery(session, delivery_id, user.name, _why(reason))
+
+    done = "Replay requested: the delivery is due now."
+    return await _on_delivery(request, user, delivery_id, work, done)
 
 
 @router.post("/deliveries/{delivery_id}/edit-replay")
@@ -65,19 +82,18 @@ async def edit_replay(
     reason: Reason = "",
 ) -> Response:
     """Replay with corrected data (a JSON object); the event keeps the original."""
-    page = f"/console/deliveries/{delivery_id}"
-    if refused := _operator(request, user):
-        return refused
-    try:
-        parsed: Any = orjson.loads(data)
+
+    async def work() -> object:
+        try:
+            parsed: Any = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise Unprocessable(f"the data is not JSON: {exc}") from None
         if not isinstance(parsed, dict):
             raise Unprocessable("the data must be a JSON object")
-        await actions.edit_and_replay(session, delivery_id, parsed, user.name, _why(reason))
-    except orjson.JSONDecodeError as exc:
-        return redirect(page, error=f"the data is not JSON: {exc}")
-    except HubError as exc:
-        return redirect(page, error=exc.detail)
-    return redirect(page, flash="Edited data saved; the delivery is due now.")
+        return await actions.edit_and_replay(session, delivery_id, parsed, user.name, _why(reason))
+
+    done = "Edited data saved; the delivery is due now."
+    return await _on_delivery(request, user, delivery_id, work, done)
 
 
 @router.post("/deliveries/{delivery_id}/cancel")
@@ -85,14 +101,11 @@ async def cancel(
     request: Request, user: Acting, session: Session, delivery_id: uuid.UUID, reason: Reason = ""
 ) -> Response:
     """Stop a waiting or dead delivery for good (a replay brings it back)."""
-    page = f"/console/deliveries/{delivery_id}"
-    if refused := _operator(request, user):
-        return refused
-    try:
-        await actions.cancel_delivery(session, delivery_id, user.name, _why(reason))
-    except HubError as exc:
-        return redirect(page, error=exc.detail)
-    return redirect(page, flash="Delivery cancelled.")
+
+    async def work() -> object:
+        return await actions.cancel_delivery(session, delivery_id, user.name, _why(reason))
+
+    return await _on_delivery(request, user, delivery_id, work, "Delivery cancelled.")
 
 
 @router.post("/replays")

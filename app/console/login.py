@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Annotated
 from urllib.parse import urlsplit
 
@@ -22,6 +23,7 @@ from app.console.session import (
     throttle,
 )
 from app.console.views import HERE, redirect, render
+from app.errors import HubError
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 
@@ -107,10 +109,23 @@ async def _csrf_failed(request: Request, _: Exception) -> Response:
 
 
 def install(app: FastAPI) -> None:
-    """Mount the console (pages, actions, static files) and its two exception handlers."""
+    """Mount the console (pages, actions, static files) and its exception handlers.
+
+    A service's error on a console page is an HTML page with its status; elsewhere the app's own
+    problem+json handler (installed before) still answers.
+    """
     app.include_router(router)
     app.include_router(pages.router)
     app.include_router(actions.router)
     app.mount("/console/static", StaticFiles(directory=HERE / "static"), name="console-static")
     app.add_exception_handler(LoginRequired, _to_login)
     app.add_exception_handler(CsrfFailed, _csrf_failed)
+    problem_json = app.exception_handlers[HubError]
+
+    async def hub_error(request: Request, exc: Exception) -> Response:
+        if not request.url.path.startswith("/console/") or not isinstance(exc, HubError):
+            reply = problem_json(request, exc)
+            return await reply if inspect.isawaitable(reply) else reply
+        return render(request, "error.html", None, status=exc.status, error=exc.detail)
+
+    app.add_exception_handler(HubError, hub_error)

@@ -1,6 +1,7 @@
 """The console's pages (GET): overview, deliveries, one delivery, one event, bulk replay, audit.
 
 Each page reads through the support services (app.admin.queries / actions), never its own SQL.
+A service's error (no such delivery, …) becomes an HTML error page (see login.install).
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from app.console import chart
 from app.console.records import cloudevent_of, route_of
 from app.console.session import User
 from app.console.views import render, shown
-from app.errors import NotFound
 from app.models import Delivery
 
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -105,10 +105,7 @@ async def delivery(
     request: Request, user: User, session: Session, delivery_id: uuid.UUID
 ) -> HTMLResponse:
     """One delivery: its payload, the CloudEvent the target gets, attempts, route, siblings."""
-    try:
-        record: Delivery = await queries.get_delivery(session, delivery_id)
-    except NotFound as exc:
-        return render(request, "error.html", user, status=404, error=exc.detail)
+    record: Delivery = await queries.get_delivery(session, delivery_id)
     event = await queries.get_event(session, record.event_id)
     siblings = [d for d in event.deliveries if d.id != record.id]
     data = record.payload_override if record.payload_override is not None else None
@@ -132,10 +129,7 @@ async def event(
     request: Request, user: User, session: Session, event_id: uuid.UUID
 ) -> HTMLResponse:
     """One event: its payload, the CloudEvent, and every delivery with its attempts."""
-    try:
-        record = await queries.get_event(session, event_id)
-    except NotFound as exc:
-        return render(request, "error.html", user, status=404, error=exc.detail)
+    record = await queries.get_event(session, event_id)
     return render(
         request,
         "event.html",
@@ -169,10 +163,7 @@ async def bulk_job(
     request: Request, user: User, session: Session, job_id: uuid.UUID
 ) -> HTMLResponse:
     """A bulk replay's progress; with `HX-Request` only the progress fragment (htmx polls it)."""
-    try:
-        job = await actions.get_replay_job(session, job_id)
-    except NotFound as exc:
-        return render(request, "error.html", user, status=404, error=exc.detail)
+    job = await actions.get_replay_job(session, job_id)
     fragment = request.headers.get("hx-request") == "true"
     name = "replay_progress.html" if fragment else "replay_job.html"
     return render(request, name, user, job=job)

@@ -57,12 +57,17 @@ def pretty(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode()
 
 
+def plain(value: Any) -> str:
+    """A filter value as typed: lists comma-separated (`dead,retrying`)."""
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
 def iso(when: datetime | None) -> str:
     return when.astimezone(UTC).isoformat(timespec="seconds") if when else ""
 
 
 templates = Jinja2Templates(directory=HERE / "templates")
-templates.env.filters.update(ago=ago, pretty=pretty, iso=iso, age=duration)
+templates.env.filters.update(ago=ago, pretty=pretty, iso=iso, age=duration, plain=plain)
 
 
 def shown(user: ConsoleUser, value: Any) -> Any:
