@@ -91,6 +91,10 @@ class DeliveryFilter(BaseModel):
             conditions.append(Event.subject == self.subject)
         if self.since:
             conditions.append(Event.received_at >= self.since)
+            if self.status or self.target:
+                # The same rows, found through ix_deliveries_status_target_created_at: a delivery
+                # is created with its event or later, never before it was received.
+                conditions.append(Delivery.created_at >= self.since)
         if self.until:
             conditions.append(Event.received_at < self.until)
         if self.text:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -122,13 +122,15 @@ async def get_event(session: AsyncSession, event_id: uuid.UUID) -> Event:
     return event
 
 
-async def stats(session: AsyncSession) -> dict[str, Any]:
-    """Counts by target and status, and per target the age of the oldest due delivery."""
+async def stats(session: AsyncSession, statuses: Sequence[str] | None = None) -> dict[str, Any]:
+    """Counts by target and status (only `statuses` when given: the backlog's are found through
+    an index, all of them by reading every delivery), and per target the age of the oldest due."""
     counts: dict[str, dict[str, int]] = {}
+    counting = select(Delivery.target, Delivery.status, func.count())
+    if statuses is not None:
+        counting = counting.where(Delivery.status.in_(statuses))
     for target, status, count in await session.execute(
-        select(Delivery.target, Delivery.status, func.count()).group_by(
-            Delivery.target, Delivery.status
-        )
+        counting.group_by(Delivery.target, Delivery.status)
     ):
         counts.setdefault(target, {})[status] = count
     oldest = {

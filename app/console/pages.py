@@ -28,6 +28,8 @@ router = APIRouter(prefix="/console", include_in_schema=False)
 
 # The query string a support engineer pastes: the CLI's filters (`q` is the payload text).
 PAGE_SIZE = 50
+# What the overview counts: deliveries waiting or failed (not the delivered millions).
+BACKLOG = ("pending", "delivering", "retrying", "held", "dead")
 FILTER_PARAMS = ("status", "target", "source", "event_type", "subject", "since", "until", "q")
 
 
@@ -52,7 +54,7 @@ def _targets(request: Request) -> list[str]:
 async def overview(request: Request, user: User, session: Session) -> HTMLResponse:
     """Per target: the last 24 h as a chart, backlog by status, oldest due age, circuit, pause."""
     names = _targets(request)
-    stats = (await queries.stats(session))["targets"]
+    stats = (await queries.stats(session, statuses=BACKLOG))["targets"]
     states = {state.target: state for state in await queries.target_states(session)}
     specs = request.app.state.settings.hub.targets
     targets = [TargetOut.of(name, specs[name], states.get(name)) for name in names]
@@ -65,6 +67,7 @@ async def overview(request: Request, user: User, session: Session) -> HTMLRespon
         stats=stats,
         series={line.target: line for line in series},
         chart=chart,
+        backlog=BACKLOG,
     )
 
 
