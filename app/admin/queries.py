@@ -182,11 +182,17 @@ async def audit_entries(
     return list((await session.execute(query)).scalars())
 
 
-async def activity(session: AsyncSession, hours: int = 24) -> list[tuple[str, datetime, str, int]]:
-    """Attempts of the last `hours` per target, hour and outcome (delivered, retry, dead)."""
+async def activity(
+    session: AsyncSession, targets: Sequence[str], hours: int = 24
+) -> list[tuple[str, datetime, str, int]]:
+    """Attempts of the last `hours` per target, hour and outcome (delivered, retry, dead).
+
+    Naming the targets lets the (target, started_at) index find the rows.
+    """
     hour = func.date_trunc("hour", DeliveryAttempt.started_at)
     query = (
         select(DeliveryAttempt.target, hour, DeliveryAttempt.outcome, func.count())
+        .where(DeliveryAttempt.target.in_(targets))
         .where(DeliveryAttempt.started_at >= func.now() - timedelta(hours=hours))
         .group_by(DeliveryAttempt.target, hour, DeliveryAttempt.outcome)
     )

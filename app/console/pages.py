@@ -58,7 +58,7 @@ async def overview(request: Request, user: User, session: Session) -> HTMLRespon
     states = {state.target: state for state in await queries.target_states(session)}
     specs = request.app.state.settings.hub.targets
     targets = [TargetOut.of(name, specs[name], states.get(name)) for name in names]
-    series = chart.build(names, await queries.activity(session, hours=chart.HOURS))
+    series = chart.build(names, await queries.activity(session, names, hours=chart.HOURS))
     return render(
         request,
         "overview.html",
