@@ -161,3 +161,16 @@ async def test_the_audit_log_is_searchable(
     assert "maintenance window" in recent.text and "WW upgrade" not in recent.text
     everything = await console.get("/console/audit")
     assert "maintenance window" in everything.text and "WW upgrade" in everything.text
+
+
+async def test_the_overview_shows_backlog_chart_and_state(
+    console: httpx.AsyncClient, seeded: Seeded, engine: AsyncEngine
+) -> None:
+    csrf = await log_in(console, OPERATOR_TOKEN)
+    await console.post("/console/targets/log/pause", data={"csrf": csrf, "reason": "log rotation"})
+    page = (await console.get("/console")).text
+    assert "erp, last 24 h: 1 delivered, 0 retrying, 1 dead" in page
+    assert 'href="/console/deliveries?target=erp&amp;status=dead">1 dead</a>' in page
+    assert 'href="/console/deliveries?target=ww&amp;status=pending">2 pending</a>' in page
+    assert "by oscar: log rotation" in page and "1 held" in page
+    assert page.count('<rect class="delivered"') == 1 and page.count('<rect class="dead"') == 1
