@@ -161,3 +161,18 @@ async def test_viewers_see_phones_and_emails_masked(
     await log_in(console, OPERATOR_TOKEN)
     page = await console.get(f"/console/events/{event_id}")
     assert PHONE in page.text and EMAIL in page.text
+
+
+async def test_payload_text_is_escaped_not_run(console: httpx.AsyncClient) -> None:
+    from tests.dispatch.harness import deal
+
+    body = deal(77) + b"&data%5BFIELDS%5D%5BTITLE%5D=%3Cscript%3Ealert(1)%3C%2Fscript%3E"
+    reply = await console.post(
+        "/webhooks/bitrix24",
+        content=body,
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    await log_in(console, OPERATOR_TOKEN)
+    page = await console.get(f"/console/events/{reply.json()['event_id']}")
+    assert "<script>alert(1)" not in page.text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text
