@@ -1,19 +1,20 @@
-"""One error hierarchy for the API, rendered as RFC 9457 problem+json with the request id."""
+"""One error hierarchy for the API, rendered as RFC 9457 problem+json with the request id.
+
+The web framework is imported only where a reply is built: the services (and so the CLI) raise
+these errors without loading FastAPI.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
-from asgi_correlation_id import correlation_id
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.telemetry import INGEST_REJECTED
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+    from fastapi.responses import Response
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,9 @@ def problem(
     status: int, title: str, detail: str, headers: Mapping[str, str] | None = None, **extra: Any
 ) -> Response:
     """A problem+json response carrying the request id, as every error reply does."""
+    from asgi_correlation_id import correlation_id
+    from fastapi.responses import Response
+
     body = {
         "type": "about:blank",
         "title": title,
@@ -93,6 +97,11 @@ _SOURCES = {"1c": "onec"}  # /webhooks/1c -> the source name stored with the eve
 
 def install_error_handlers(app: FastAPI) -> None:
     """Every error, ours or the framework's, leaves as problem+json; never a stack trace."""
+    from fastapi import Request
+    from fastapi.exceptions import RequestValidationError
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    from app.telemetry import INGEST_REJECTED
 
     @app.exception_handler(HubError)
     async def _hub_error(request: Request, exc: HubError) -> Response:

@@ -259,8 +259,15 @@ class Admin(_Model):
     tokens: list[AdminToken] = Field(default_factory=list)
 
 
+class Pii(_Model):
+    """Personal data (phones, e-mails) in what readers are shown; targets always get it as sent."""
+
+    mask_for_viewers: bool = True
+
+
 class HubConfig(_Model):
     admin: Admin = Field(default_factory=Admin)
+    pii: Pii = Field(default_factory=Pii)
     sources: Sources = Field(default_factory=Sources)
     targets: dict[str, Target] = Field(default_factory=dict)
     routes: list[Route] = Field(default_factory=list)

@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from app.admin.deps import ReplayRunner
 from app.admin.router import router as admin_router
 from app.bitrix24.installs import InstalledTokens
+from app.console.login import install as install_console
 from app.db import make_engine, make_sessionmaker
 from app.errors import install_error_handlers
 from app.health import router as health_router
@@ -83,4 +84,5 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(onec_router)
     app.include_router(admin_router)
     app.include_router(health_router)
+    install_console(app)
     return app

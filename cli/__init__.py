@@ -1,4 +1,8 @@
-"""`mmhub`: the hub's processes and the support engineers' commands."""
+"""`mmhub`: the hub's processes and the support engineers' commands.
+
+Imports stay inside the commands: `mmhub --help` loads only Typer (see cli/lazy.py for the support
+commands, whose modules load when they run).
+"""
 
 from __future__ import annotations
 
@@ -11,21 +15,33 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from app.hubconfig import HubConfig
-from app.logs import setup_logging
-from app.settings import ConfigError, Settings, load_settings
-from cli.connections import resolve
-from cli.support import register
+from cli.lazy import LazyGroup
 
-cli = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+if TYPE_CHECKING:
+    from app.hubconfig import HubConfig
+    from app.settings import Settings
+
+# Plain help (no rich rendering) for the top level: rich's help formatter alone takes longer to
+# import than the whole budget of `mmhub --help`; the support commands keep their rich help.
+cli = typer.Typer(
+    cls=LazyGroup,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
 
 
 def settings_or_exit(*, own: bool = False) -> Settings:
     """Load and resolve settings; a configuration error ends the command with one clear line."""
+    from app.logs import setup_logging
+    from app.settings import ConfigError, load_settings
+    from cli.connections import resolve
+
     try:
         use_running_config()
         use_dev_token_keys()
@@ -160,6 +176,7 @@ def sink(
     port: Annotated[int, typer.Option(envvar="MMHUB_DEV_SINK_PORT")] = 8099,
 ) -> None:
     """A local stand-in target that accepts and logs every request (for `make run`)."""
+    from app.logs import setup_logging
     from cli.sink import serve_sink
 
     setup_logging("INFO")
@@ -178,6 +195,7 @@ def fake_portal(
     ] = "dev-client-secret",  # noqa: S107 - the dev portal's own, overridable
 ) -> None:
     """A fake Bitrix24 portal on /rest/{user}/{code}/ with Bitrix24's limits (for `make run`)."""
+    from app.logs import setup_logging
     from cli.fake_portal.server import run_fake_portal
 
     setup_logging("INFO")
@@ -196,6 +214,20 @@ def _serve_metrics(service: str, settings: Settings) -> None:
 
 
 ROLES = ("api", "relay", "worker")
+# The local tokens config/dev.yaml accepts (by their hashes); printed only when the configuration
+# in use accepts them.
+DEV_TOKENS = {"operator": "mmhub-dev-operator-token", "viewer": "mmhub-dev-viewer-token"}
+
+
+def _console_hint(settings: Settings) -> None:
+    """Print the console's URL and the dev configuration's local tokens."""
+    import hashlib
+
+    typer.echo(f"support console: http://{settings.host}:{settings.port}/console")
+    configured = {token.token_sha256 for token in settings.hub.admin.tokens}
+    for role, token in DEV_TOKENS.items():
+        if hashlib.sha256(token.encode()).hexdigest() in configured:
+            typer.echo(f"  local {role} token (dev configuration only): {token}")
 
 
 def _metrics_ports(settings: Settings) -> dict[str, int]:
@@ -248,6 +280,7 @@ def dev(
     typer.echo(f"  api    metrics: http://{settings.host}:{settings.port}/metrics")
     for role, port in metrics.items():
         typer.echo(f"  {role:<6} metrics: http://{settings.host}:{port}/metrics")
+    _console_hint(settings)
     stopping = False
 
     def stop(signum: int, _frame: object) -> None:
@@ -266,9 +299,6 @@ def dev(
     # The embedded servers stop through the atexit hook registered by resolve().
     code = max((child.returncode or 0) for child in children) if not stopping else 0
     raise typer.Exit(code)
-
-
-register(cli)  # deliveries, events, replay, targets, audit, stats, admin-token
 
 
 def main() -> None:
