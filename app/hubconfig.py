@@ -80,6 +80,17 @@ class PortalOffline(_Model):
     poll_every: Duration = timedelta(seconds=30)
 
 
+ReconciledEntity = Literal["deal", "lead", "contact", "company"]
+RECONCILED: tuple[ReconciledEntity, ...] = ("deal", "lead", "contact", "company")
+
+
+class PortalReconcile(_Model):
+    """Ask the portal which records changed, and create the events Bitrix24 never sent (`mmhub reconcile`)."""
+
+    every: Duration = timedelta(minutes=15)
+    entities: list[ReconciledEntity] = Field(default_factory=lambda: list(RECONCILED))
+
+
 class Portal(_Model):
     """One Bitrix24 portal; a request is matched by `auth[member_id]`, else `auth[domain]`.
 
@@ -96,6 +107,7 @@ class Portal(_Model):
     # The Bitrix24 user the hub's REST writes are made as: an enriched event whose record this user changed last,
     # right after the hub wrote to it, is the hub's own echo and ends `suppressed`.
     echo_user_id: int | None = None
+    reconcile: PortalReconcile | None = None
     rest: PortalRest | None = None
 
     @model_validator(mode="after")
@@ -104,6 +116,10 @@ class Portal(_Model):
             raise ValueError("a portal needs member_id or domain")
         if not self.tokens() and self.app is None:
             raise ValueError("a portal needs application_token, application_tokens or app")
+        if self.reconcile is not None and self.rest is None and self.app is None:
+            raise ValueError(
+                "reconcile reads the portal's REST API: add `rest` (or `app`) to the portal"
+            )
         if self.offline is not None and self.app is None:
             raise ValueError("offline events need application mode: add `app` to the portal")
         if self.app is not None and not self.member_id:

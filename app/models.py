@@ -292,3 +292,14 @@ class Bitrix24Write(Base):
     method: Mapped[str] = mapped_column(Text)
     delivery_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     written_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Bitrix24Watermark(Base):
+    """How far reconciliation has read a portal's records of one entity: the last DATE_MODIFY it covered."""
+
+    __tablename__ = "bitrix24_watermarks"
+
+    portal: Mapped[str] = mapped_column(Text, primary_key=True)
+    entity: Mapped[str] = mapped_column(Text, primary_key=True)
+    modified_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    swept_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

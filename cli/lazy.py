@@ -28,6 +28,7 @@ COMMANDS = {
     "admin-token": ("cli.tokens", "admin_token", "Make an admin API token (shown once)."),
     "purge": ("cli.purge", "purge_command", "Delete old events in bounded batches (retention)."),
     "bitrix24": ("cli.bitrix24", "app", "The hub as a Bitrix24 application: keys, event handlers."),
+    "reconcile": ("cli.reconcile", "app", "Create the events a source never sent (Bitrix24)."),
 }
 
 

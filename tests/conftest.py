@@ -61,7 +61,7 @@ async def clean_database(request: pytest.FixtureRequest) -> None:
         await conn.execute(
             text(
                 "TRUNCATE events, deliveries, delivery_attempts, target_states, audit_log, replay_jobs,"
-                " bitrix24_installs, bitrix24_offline, bitrix24_writes RESTART IDENTITY"
+                " bitrix24_installs, bitrix24_offline, bitrix24_writes, bitrix24_watermarks RESTART IDENTITY"
             )
         )
 

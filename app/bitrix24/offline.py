@@ -14,23 +14,20 @@ import hashlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
-import orjson
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.admin.actions import audit
+from app.bitrix24.pulled import covered, pulled_event, timestamp
 from app.bitrix24.rest import PortalClient
 from app.hubconfig import HubConfig, Portal
 from app.ingest.committer import GroupCommitter
 from app.ingest.model import NewEvent
-from app.ingest.routing import plan_deliveries
 from app.models import Bitrix24OfflineState
 from app.secrets import redact
-from app.sources.bitrix24.parse import parse_b24
 from app.sources.errors import ShapeError
 
 log = logging.getLogger(__name__)
@@ -39,12 +36,6 @@ OFFLINE_CHANNEL = (
     "mmhub_offline"  # NOTIFY payload: the member_id whose queue has news (ONOFFLINEEVENT)
 )
 PAGE = 50
-# Another event for the same record and type, received after the entry's change, already carried it.
-_COVERED = text("""
-SELECT EXISTS (SELECT 1 FROM events
-               WHERE source = 'bitrix24' AND subject = :subject AND type = :type AND received_at >= :changed
-                 AND dedup_key NOT LIKE 'offline:%')
-""")
 
 
 @dataclass
@@ -134,58 +125,35 @@ class OfflinePuller:
         return taken, refused
 
     def _event(self, entry: Mapping[str, Any]) -> NewEvent:
-        name, message_id = str(entry["EVENT_NAME"]), str(entry["MESSAGE_ID"])
-        changed = _timestamp(entry.get("TIMESTAMP_X"))
-        data = entry.get("EVENT_DATA") if isinstance(entry.get("EVENT_DATA"), Mapping) else {}
-        payload = {
-            "event": name,
-            "data": data,
-            "ts": str(int(changed.timestamp())),
-            "auth": {"member_id": self._member_id, "domain": self._portal.domain},
-            "offline": {
+        message_id, changed = str(entry["MESSAGE_ID"]), timestamp(entry.get("TIMESTAMP_X"))
+        data = entry.get("EVENT_DATA")
+        return pulled_event(
+            self._hub,
+            self._portal,
+            str(entry["EVENT_NAME"]),
+            data if isinstance(data, Mapping) else {},
+            changed,
+            # The entry names one change of one object: read again after a crash, it is a duplicate.
+            dedup_key=f"offline:{self._member_id}:{message_id}:{changed.isoformat()}",
+            origin="offline",
+            extra={
                 "id": entry.get("ID"),
                 "message_id": message_id,
                 "changed_at": changed.isoformat(),
             },
-        }
-        parsed = parse_b24(payload)
-        return NewEvent(
-            source="bitrix24",
-            type=parsed.event,
-            subject=parsed.subject,
-            # The entry names one change of one object: read again after a crash, it is a duplicate.
-            dedup_key=f"offline:{self._member_id}:{message_id}:{changed.isoformat()}",
-            payload=redact(payload),
-            raw_body=orjson.dumps(redact(dict(entry))),
-            headers={"x-mmhub-origin": "bitrix24-offline"},
-            origin=self._portal.domain,
-            occurred_at=changed,
-            deliveries=plan_deliveries(self._hub, "bitrix24", parsed.event),
+            raw=dict(entry),
         )
 
     async def _commit(
         self, taken: list[tuple[Mapping[str, Any], NewEvent]], report: PullReport
     ) -> None:
-        fresh = []
         async with self._engine.connect() as conn:
-            for _entry, event in taken:
-                changed = event.occurred_at or datetime.now(UTC)
-                params = {"subject": event.subject, "type": event.type, "changed": changed}
-                if await conn.scalar(_COVERED, params) and not await self._stored(conn, event):
-                    report.covered += 1
-                else:
-                    fresh.append(event)
+            fresh = [event for _entry, event in taken if not await covered(conn, event)]
+        report.covered += len(taken) - len(fresh)
         for event in fresh:  # each waits for its own commit; the group committer batches them
             outcome = await self._committer.submit(event)
             report.duplicates += outcome.duplicate
             report.created += not outcome.duplicate
-
-    async def _stored(self, conn: Any, event: NewEvent) -> bool:
-        found = await conn.scalar(
-            text("SELECT 1 FROM events WHERE source = 'bitrix24' AND dedup_key = :key"),
-            {"key": event.dedup_key},
-        )
-        return found is not None
 
     async def _refuse(
         self, process: str, refused: list[tuple[Mapping[str, Any], str]], report: PullReport
@@ -236,14 +204,3 @@ async def remember_process(
 def _lock_key(member_id: str) -> int:
     """A stable 63-bit advisory lock key for the portal's puller."""
     return int.from_bytes(hashlib.sha256(f"offline:{member_id}".encode()).digest()[:8], "big") >> 1
-
-
-def _timestamp(value: Any) -> datetime:
-    """TIMESTAMP_X (ISO 8601 with an offset) as an aware datetime; now when absent or unreadable."""
-    if isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
-            return datetime.now(UTC)
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-    return datetime.now(UTC)
