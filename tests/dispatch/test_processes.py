@@ -48,7 +48,9 @@ async def test_redis_flushed_mid_run_loses_nothing(
     settings = settings_for(hub_with_target(fake_target.url))
     async with running_app(settings) as client:
         await ingest(client, *(deal(i) for i in range(1, 31)))
-        await eventually(lambda: _received_at_least(fake_target, 1))
+        await eventually(
+            lambda: _received_at_least(fake_target, 1), seconds=60
+        )  # processes start slowly on a busy machine
         await redis.flushall()  # queued jobs, drain keys and buckets are gone
         await ingest(client, *(deal(i) for i in range(31, 61)))
         await eventually(lambda: all_delivered(engine, 60), seconds=60)
@@ -70,7 +72,9 @@ async def test_worker_killed_mid_delivery_is_redelivered_with_the_same_key(
     settings = settings_for(hub_with_target(fake_target.url))
     async with running_app(settings) as client:
         await ingest(client, deal(7405))
-        await eventually(lambda: _received_at_least(fake_target, 1))
+        await eventually(
+            lambda: _received_at_least(fake_target, 1), seconds=60
+        )  # processes start slowly on a busy machine
         [claimed] = await deliveries(engine)
         assert claimed.status == "delivering"
         doomed.send_signal(signal.SIGKILL)
