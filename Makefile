@@ -5,7 +5,7 @@ export LC_ALL := C.UTF-8
 export UV_PYTHON_DOWNLOADS := never
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-tools lint fmt typecheck migrate bench bench-ingest bench-dispatch bench-purge bench-console check
+.PHONY: help install run test test-tools lint fmt typecheck migrate bench bench-ingest bench-dispatch bench-purge bench-console bench-bitrix24 check
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -49,7 +49,7 @@ check: lint typecheck test ## everything CI runs
 migrate: install ## apply the database migrations
 	$(UV) run mmhub migrate
 
-bench: bench-ingest bench-dispatch bench-purge bench-console ## every benchmark
+bench: bench-ingest bench-dispatch bench-purge bench-console bench-bitrix24 ## every benchmark
 
 bench-ingest: install ## durable ingest vs a bare route, same server, same run
 	$(UV) run python -m benchmarks.ingest
@@ -64,3 +64,6 @@ bench-purge: install ## purge time and ingest latency during a purge, on a loade
 
 bench-console: install ## console pages on 1M deliveries (p95 server time) and the CLI's start time
 	$(UV) run python -m benchmarks.console
+
+bench-bitrix24: install ## 10,000 deal saves over 1,000 deals, enriched and coalesced, at the fake portal's real limits
+	$(UV) run python -m benchmarks.bitrix24
