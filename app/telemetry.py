@@ -15,6 +15,11 @@ INGESTED = _meter.create_counter(
 INGEST_REJECTED = _meter.create_counter(
     "mmhub_ingest_rejected", unit="{request}", description="Webhook requests refused, by status"
 )
+IDEMPOTENCY_CONFLICTS = _meter.create_counter(
+    "mmhub_idempotency_conflicts",
+    unit="{request}",
+    description="Webhook requests refused with 409: an Idempotency-Key reused with another payload",
+)
 DELIVERY_ATTEMPTS = _meter.create_counter(
     "mmhub_delivery_attempts",
     unit="{attempt}",

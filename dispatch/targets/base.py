@@ -33,6 +33,13 @@ class Outbound:
     params: dict[str, Any] | None = None  # bitrix24 route: params template (Jinja2 strings inside)
 
 
+def correlation_headers(out: Outbound) -> dict[str, str]:
+    """`X-Request-Id` and `X-Correlation-Id`: the id of the webhook request that brought the event."""
+    if not out.request_id:
+        return {}
+    return {"X-Request-Id": out.request_id, "X-Correlation-Id": out.request_id}
+
+
 @dataclass(frozen=True, slots=True)
 class AttemptResult:
     """What one attempt did: the row written to `delivery_attempts`, minus bookkeeping."""

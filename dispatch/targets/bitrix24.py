@@ -26,6 +26,7 @@ from dispatch.targets.base import (
     Reply,
     Secrets,
     Verdict,
+    correlation_headers,
 )
 from dispatch.targets.transport import encode_json, judge_status, post
 
@@ -86,9 +87,8 @@ class Bitrix24Target:
             "Accept": "application/json",
             "Idempotency-Key": str(out.delivery_id),
             "traceparent": out.traceparent,
+            **correlation_headers(out),
         }
-        if out.request_id:
-            headers["X-Request-Id"] = out.request_id
         batch = method == "batch"
         return await post(
             session,

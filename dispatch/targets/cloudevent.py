@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 
 from app.hubconfig import BasicAuth, BearerAuth
-from dispatch.targets.base import AttemptResult, Outbound, Reply, Verdict
+from dispatch.targets.base import AttemptResult, Outbound, Reply, Verdict, correlation_headers
 from dispatch.targets.transport import auth_headers, encode_json, judge_status, post
 
 CONTENT_TYPE = "application/cloudevents+json"
@@ -36,8 +36,12 @@ def build_cloudevent(event_row: Mapping[str, Any]) -> dict[str, Any]:
         urn = f"{urn}:{origin}"
     when = event_row.get("occurred_at") or event_row["received_at"]
     payload = event_row["payload"]
+    extensions = {}
     if source == "onec" and isinstance(payload, Mapping) and "data" in payload:
-        # 1C payloads are stored as the hub's envelope; targets get the object's own data.
+        # 1C payloads are stored as the hub's envelope; targets get the object's own data, and
+        # the version it was read at as the extension attribute `dataversion` (when 1C sent one).
+        if payload.get("data_version"):
+            extensions["dataversion"] = str(payload["data_version"])
         payload = payload["data"]
     return {
         "specversion": "1.0",
@@ -47,6 +51,7 @@ def build_cloudevent(event_row: Mapping[str, Any]) -> dict[str, Any]:
         "subject": event_row["subject"],
         "time": rfc3339_utc(when),
         "datacontenttype": "application/json",
+        **extensions,
         "data": payload,
     }
 
@@ -65,9 +70,7 @@ def cloudevent_headers(out: Outbound) -> dict[str, str]:
         "Idempotency-Key": str(out.delivery_id),
         "traceparent": out.traceparent,
     }
-    if out.request_id:
-        headers["X-Request-Id"] = out.request_id
-    return headers
+    return {**headers, **correlation_headers(out)}
 
 
 class CloudEventTarget:
