@@ -1,5 +1,6 @@
 """Idempotency-Key: a retry is a duplicate naming the first event; a reuse with another payload is a
-409 that names the stored event and stores nothing; rows from before migration 0004 stay duplicates."""
+409 that names the stored event and stores nothing; rows from before migration 0004 stay duplicates.
+"""
 
 from __future__ import annotations
 
@@ -31,7 +32,9 @@ def order(number: str, version: str | None = "AAAABAAAAAA=") -> bytes:
 async def conflicts(hub: HubClient) -> float:
     """mmhub_idempotency_conflicts_total{source="onec"} (process-wide: compare before and after)."""
     metrics = (await hub.get("/metrics")).text
-    found = re.search(r'^mmhub_idempotency_conflicts_total\{[^}]*source="onec"[^}]*\} (\S+)$', metrics, re.M)
+    found = re.search(
+        r'^mmhub_idempotency_conflicts_total\{[^}]*source="onec"[^}]*\} (\S+)$', metrics, re.M
+    )
     return float(found.group(1)) if found else 0.0
 
 

@@ -127,7 +127,11 @@ async def test_1c_empty_date_and_free_form_data_dates_are_accepted(
 @pytest.mark.parametrize(
     ("path", "body", "headers"),
     [
-        ("/webhooks/1c", b'{"type": "X", "ref": "%s", "data": {"\\u0000": 1}}' % REF.encode(), JSON),
+        (
+            "/webhooks/1c",
+            b'{"type": "X", "ref": "%s", "data": {"\\u0000": 1}}' % REF.encode(),
+            JSON,
+        ),
         ("/webhooks/1c/%00X", orjson.dumps({"Ref_Key": REF}), JSON),
         ("/webhooks/bitrix24", b24_json('"a\\u0000b"'), {"content-type": "application/json"}),
         ("/webhooks/bitrix24", DEAL + b"&data[FIELDS][X]=%00", FORM),
@@ -136,8 +140,16 @@ async def test_1c_empty_date_and_free_form_data_dates_are_accepted(
         ("/webhooks/1c", b'{"type": "X", "ref": "%s", "n": 1e400}' % REF.encode(), JSON),
         ("/webhooks/bitrix24", b"\xff\xfe{}", {"content-type": "application/json"}),
     ],
-    ids=["nul-key", "nul-type", "nul-b24-json", "nul-b24-form", "long-type", "long-event",
-         "huge-number", "not-utf8"],
+    ids=[
+        "nul-key",
+        "nul-type",
+        "nul-b24-json",
+        "nul-b24-form",
+        "long-type",
+        "long-event",
+        "huge-number",
+        "not-utf8",
+    ],
 )
 async def test_unstorable_values_are_refused(
     hub: HubClient, engine: AsyncEngine, path: str, body: bytes, headers: dict[str, str]

@@ -56,9 +56,7 @@ async def test_odata_collection_is_one_event_per_row(hub: HubClient, engine: Asy
     assert await count(engine) == (2, 6)
 
 
-async def test_array_of_envelopes_replies_in_row_order(
-    hub: HubClient, engine: AsyncEngine
-) -> None:
+async def test_array_of_envelopes_replies_in_row_order(hub: HubClient, engine: AsyncEngine) -> None:
     await hub.post("/webhooks/1c", content=orjson.dumps(envelope(1)), headers=JSON)
     rows = [envelope(0), envelope(1), envelope(2), envelope(0)]
     reply = await hub.post("/webhooks/1c", content=orjson.dumps(rows), headers=JSON)
