@@ -127,6 +127,7 @@ def test_every_onec_fixture_is_covered() -> None:
         "xdto-shipment.json",
         "odata-style-document.json",
         "odata-style-catalog-item.json",
+        "odata-collection-contracts.json",  # a batch: tests/ingest/test_onec_batch.py
     }
 
 
