@@ -5,7 +5,7 @@ export LC_ALL := C.UTF-8
 export UV_PYTHON_DOWNLOADS := never
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-tools lint fmt typecheck migrate bench bench-ingest bench-dispatch bench-purge check
+.PHONY: help install run test test-tools lint fmt typecheck migrate bench bench-ingest bench-dispatch bench-purge bench-console check
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -24,7 +24,7 @@ run: install ## the hub on embedded PostgreSQL and Valkey (or MMHUB_DATABASE_URL
 	$(DEV_DEFAULT) $(UV) run mmhub dev $(DEV_SINK)
 
 # Debian tools the tests drive, as COMMAND=PACKAGE pairs; installed by `make test` when missing.
-TEST_APT_TOOLS :=
+TEST_APT_TOOLS := promtool=prometheus prometheus=prometheus amtool=prometheus-alertmanager chromium=chromium
 
 test-tools: ## the system tools the tests drive (apt-get, when missing)
 	@bash tests/tools/ensure-apt.sh $(TEST_APT_TOOLS)
@@ -49,7 +49,7 @@ check: lint typecheck test ## everything CI runs
 migrate: install ## apply the database migrations
 	$(UV) run mmhub migrate
 
-bench: bench-ingest bench-dispatch bench-purge ## every benchmark
+bench: bench-ingest bench-dispatch bench-purge bench-console ## every benchmark
 
 bench-ingest: install ## durable ingest vs a bare route, same server, same run
 	$(UV) run python -m benchmarks.ingest
@@ -61,3 +61,6 @@ bench-dispatch: install ## draining a backlog and end-to-end latency vs a plain 
 PURGE_ROWS ?= 1000000
 bench-purge: install ## purge time and ingest latency during a purge, on a loaded table
 	$(UV) run python -m benchmarks.purge --rows $(PURGE_ROWS)
+
+bench-console: install ## console pages on 1M deliveries (p95 server time) and the CLI's start time
+	$(UV) run python -m benchmarks.console

@@ -65,7 +65,8 @@ def _valkey_bin() -> Path:
     return Path(get_binary_path())
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -185,7 +186,7 @@ class EmbeddedServers:
             cmd += ["--auth=trust", "--encoding=UTF8", "--no-instructions"]
             env = {**os.environ, "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}
             subprocess.run(_as_pg_user(cmd), check=True, capture_output=True, env=env)
-        port = port or _free_port()
+        port = port or free_port()
         options = f"-h 127.0.0.1 -p {port} -k '' -c max_connections=200"
         if not self.durable:
             options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
@@ -208,7 +209,7 @@ class EmbeddedServers:
         return pid, port
 
     def _start_valkey(self) -> tuple[int, int]:
-        port = _free_port()
+        port = free_port()
         data = self.state_dir / "valkey"
         data.mkdir(parents=True, exist_ok=True)
         # Redis holds only jobs that PostgreSQL can rebuild: no persistence needed.

@@ -1,19 +1,20 @@
-"""One error hierarchy for the API, rendered as RFC 9457 problem+json with the request id."""
+"""One error hierarchy for the API, rendered as RFC 9457 problem+json with the request id.
+
+The web framework is imported only where a reply is built: the services (and so the CLI) raise
+these errors without loading FastAPI.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
-from asgi_correlation_id import correlation_id
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.telemetry import INGEST_REJECTED
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+    from fastapi.responses import Response
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,9 @@ def problem(
     status: int, title: str, detail: str, headers: Mapping[str, str] | None = None, **extra: Any
 ) -> Response:
     """A problem+json response carrying the request id, as every error reply does."""
+    from asgi_correlation_id import correlation_id
+    from fastapi.responses import Response
+
     body = {
         "type": "about:blank",
         "title": title,
@@ -93,15 +97,24 @@ def problem(
     )
 
 
+_SOURCES = {"1c": "onec"}  # /webhooks/1c -> the source name stored with the events
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Every error, ours or the framework's, leaves as problem+json; never a stack trace."""
+    from fastapi import Request
+    from fastapi.exceptions import RequestValidationError
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    from app.telemetry import INGEST_REJECTED
 
     @app.exception_handler(HubError)
     async def _hub_error(request: Request, exc: HubError) -> Response:
         if request.url.path.startswith("/webhooks/"):
             # The source, not the path: /webhooks/1c/{type} would make a label per object type.
             source = request.url.path.split("/")[2][:16]
-            INGEST_REJECTED.add(1, {"status": str(exc.status), "source": source})
+            # The events' own source names, as in mmhub_ingested_events_total.
+            INGEST_REJECTED.labels(_SOURCES.get(source, source), str(exc.status)).inc()
             # Bitrix24 never redelivers: a refused webhook must be findable in the log.
             log.info(
                 "webhook refused with %d: %s", exc.status, exc.detail, extra={"source": source}

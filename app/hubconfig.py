@@ -35,18 +35,87 @@ class BearerAuth(_Model):
 Auth = Annotated[BasicAuth | BearerAuth, Field(discriminator="type")]
 
 
+class RateLimit(_Model):
+    per_second: float = Field(gt=0)
+    burst: int = Field(default=1, ge=1)
+
+
+# Bitrix24 REST allows ~2 requests/s per portal with a burst of 50 (leaky bucket, limits.md).
+BITRIX24_RATE_LIMIT = RateLimit(per_second=2, burst=50)
+
+
+def _with_slash(value: SecretStr) -> SecretStr:
+    url = value.get_secret_value()
+    return value if url.endswith("/") else SecretStr(url + "/")
+
+
+class PortalRest(_Model):
+    """A portal's REST API through an inbound webhook, for enrichment and reconciliation."""
+
+    webhook_url: SecretStr  # embeds the webhook code, a secret
+    rate_limit: RateLimit = BITRIX24_RATE_LIMIT
+    allow_private: bool = False
+
+    _trailing_slash = field_validator("webhook_url")(_with_slash)
+
+
+class PortalApp(_Model):
+    """The hub as a Bitrix24 local application: OAuth 2.0 tokens come with ONAPPINSTALL and are kept encrypted."""
+
+    client_id: str
+    client_secret: SecretStr
+    # The authorization server that renews tokens (Bitrix24's own, unless a test or a proxy says otherwise).
+    oauth_url: str = "https://oauth.bitrix.info/oauth/token/"
+    # An oauth_url on loopback or a private range (tests, a local proxy).
+    allow_private: bool = False
+    # The hub's public address of POST /webhooks/bitrix24, for `mmhub bitrix24 bind` (online handlers).
+    handler_url: str | None = None
+
+
+class PortalOffline(_Model):
+    """Pull the portal's offline event queue (application mode): nothing changed in the portal is lost."""
+
+    # The source key: the hub's own writes (made with it) raise no entry in this queue.
+    auth_connector: str = "mmhub"
+    poll_every: Duration = timedelta(seconds=30)
+
+
 class Portal(_Model):
-    """One Bitrix24 portal; a request is matched by `auth[member_id]`, else `auth[domain]`."""
+    """One Bitrix24 portal; a request is matched by `auth[member_id]`, else `auth[domain]`.
+
+    During a token rotation `application_tokens: [new, old]` accepts either, so no event is refused in the gap.
+    A portal with `app` may name no token: the one its ONAPPINSTALL brought is kept (encrypted) and accepted.
+    """
 
     member_id: str | None = None
     domain: str | None = None
-    application_token: SecretStr
+    application_token: SecretStr | None = None
+    application_tokens: list[SecretStr] = Field(default_factory=list)
+    app: PortalApp | None = None
+    offline: PortalOffline | None = None
+    # The Bitrix24 user the hub's REST writes are made as: an enriched event whose record this user changed last,
+    # right after the hub wrote to it, is the hub's own echo and ends `suppressed`.
+    echo_user_id: int | None = None
+    rest: PortalRest | None = None
 
     @model_validator(mode="after")
     def _needs_identity(self) -> Portal:
         if not self.member_id and not self.domain:
             raise ValueError("a portal needs member_id or domain")
+        if not self.tokens() and self.app is None:
+            raise ValueError("a portal needs application_token, application_tokens or app")
+        if self.offline is not None and self.app is None:
+            raise ValueError("offline events need application mode: add `app` to the portal")
+        if self.app is not None and not self.member_id:
+            raise ValueError(
+                "a portal with app needs member_id (its installation is kept by member_id)"
+            )
         return self
+
+    def tokens(self) -> list[str]:
+        """Every token this portal accepts (empty values are no token)."""
+        given = [self.application_token, *self.application_tokens]
+        return [t.get_secret_value() for t in given if t is not None and t.get_secret_value()]
 
 
 class Bitrix24Source(_Model):
@@ -79,11 +148,6 @@ class RetryPolicy(_Model):
     jitter: float = Field(default=0.2, ge=0, le=1)
     # A target may ask for a pause with Retry-After; we honour it only within these bounds.
     retry_after_max: Duration = timedelta(hours=1)
-
-
-class RateLimit(_Model):
-    per_second: float = Field(gt=0)
-    burst: int = Field(default=1, ge=1)
 
 
 class CircuitBreaker(_Model):
@@ -124,15 +188,21 @@ class HttpTarget(_TargetBase):
 
 class Bitrix24Target(_TargetBase):
     kind: Literal["bitrix24"]
-    webhook_url: SecretStr  # the URL embeds the webhook code, a secret
-    # Bitrix24 REST allows ~2 requests/s per portal with a burst of 50 (leaky bucket).
-    rate_limit: RateLimit | None = RateLimit(per_second=2, burst=50)
+    # An inbound webhook URL (it embeds the webhook code, a secret), or `portal`: the member_id of an application
+    # portal, whose installed tokens make the call with the portal's offline `auth_connector` (no echo).
+    webhook_url: SecretStr | None = None
+    portal: str | None = None
+    rate_limit: RateLimit | None = BITRIX24_RATE_LIMIT
 
-    @field_validator("webhook_url")
-    @classmethod
-    def _trailing_slash(cls, value: SecretStr) -> SecretStr:
-        url = value.get_secret_value()
-        return value if url.endswith("/") else SecretStr(url + "/")
+    _trailing_slash = field_validator("webhook_url")(
+        lambda value: None if value is None else _with_slash(value)
+    )
+
+    @model_validator(mode="after")
+    def _one_way_in(self) -> Bitrix24Target:
+        if (self.webhook_url is None) == (self.portal is None):
+            raise ValueError("a bitrix24 target needs webhook_url or portal (one of them)")
+        return self
 
 
 Target = Annotated[
@@ -156,6 +226,10 @@ class Route(_Model):
     name: str
     from_: RouteFrom = Field(alias="from")
     to: list[RouteTarget]
+    # latest: of the waiting deliveries of one subject, only the newest is sent; the others end superseded.
+    coalesce: Literal["latest"] | None = None
+    # (v2) data.record = the record read from the portal's REST API at delivery time
+    enrich: bool = False
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -185,8 +259,15 @@ class Admin(_Model):
     tokens: list[AdminToken] = Field(default_factory=list)
 
 
+class Pii(_Model):
+    """Personal data (phones, e-mails) in what readers are shown; targets always get it as sent."""
+
+    mask_for_viewers: bool = True
+
+
 class HubConfig(_Model):
     admin: Admin = Field(default_factory=Admin)
+    pii: Pii = Field(default_factory=Pii)
     sources: Sources = Field(default_factory=Sources)
     targets: dict[str, Target] = Field(default_factory=dict)
     routes: list[Route] = Field(default_factory=list)
@@ -203,10 +284,31 @@ class HubConfig(_Model):
                     raise ValueError(f"{where}: unknown target {hop.target!r} (known: {known})")
                 if isinstance(target, Bitrix24Target) and not hop.method:
                     raise ValueError(f"{where}: bitrix24 target {hop.target!r} needs a method")
+            if route.enrich and route.from_.source != "bitrix24":
+                raise ValueError(f"routes.{i}.enrich: only routes from bitrix24 can be enriched")
+        for name, spec in self.targets.items():
+            if isinstance(spec, Bitrix24Target) and spec.portal is not None:
+                portal = self.portal(spec.portal)
+                if portal is None or portal.app is None:
+                    raise ValueError(
+                        f"targets.{name}.portal: no application portal {spec.portal!r}"
+                    )
         names = [route.name for route in self.routes]
         if len(names) != len(set(names)):
             raise ValueError("routes: route names must be unique")
         return self
+
+    def portal(self, member_id: str | None) -> Portal | None:
+        """The configured Bitrix24 portal with this member_id."""
+        portals = self.sources.bitrix24.portals if self.sources.bitrix24 else []
+        return next((p for p in portals if member_id and p.member_id == member_id), None)
+
+    def rest_base(self, spec: Bitrix24Target) -> str:
+        """Where a bitrix24 target's calls go: its webhook URL, or its application portal's REST address."""
+        if spec.webhook_url is not None:
+            return spec.webhook_url.get_secret_value()
+        portal = self.portal(spec.portal)
+        return f"https://{portal.domain if portal and portal.domain else 'portal.invalid'}/rest/"
 
     def retry_for(self, target: str) -> RetryPolicy:
         """The target's own retry policy, else the default one, with the target's timeout."""

@@ -8,7 +8,10 @@ from contextvars import ContextVar
 from typing import Any
 
 from asgi_correlation_id import correlation_id
+from opentelemetry import trace
 from pythonjsonlogger.json import JsonFormatter
+
+from app.secrets import mask_credentials
 
 # Fields an ingest or delivery sets while it works, so every line it logs carries them.
 log_context: ContextVar[dict[str, Any] | None] = ContextVar("log_context", default=None)
@@ -22,7 +25,15 @@ def bind(**fields: Any) -> None:
 class _ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.__dict__.pop("color_message", None)  # uvicorn's terminal copy of the message
+        message = record.getMessage()
+        masked = mask_credentials(message)  # a credential quoted in a message never reaches the log
+        if masked != message:
+            record.msg, record.args = masked, None
         record.request_id = correlation_id.get()
+        span = trace.get_current_span().get_span_context()
+        if span.is_valid:
+            record.trace_id = f"{span.trace_id:032x}"
+            record.span_id = f"{span.span_id:016x}"
         for key, value in (log_context.get() or {}).items():
             setattr(record, key, value)
         return True

@@ -50,6 +50,10 @@ class DeliveryStatus(enum.StrEnum):
     DEAD = "dead"
     HELD = "held"
     CANCELLED = "cancelled"
+    # coalesce: latest: a newer waiting delivery of the same subject and route carried the state instead.
+    SUPERSEDED = "superseded"
+    # echo_user_id: the change was the hub's own write coming back.
+    SUPPRESSED = "suppressed"
 
 
 # Deliveries still on their way: they hold later deliveries with the same ordering key.
@@ -84,6 +88,8 @@ class Event(Base):
     )
     occurred_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     request_id: Mapped[str | None] = mapped_column(Text)
+    # W3C traceparent of the ingest request's span: delivery attempts join that trace.
+    traceparent: Mapped[str | None] = mapped_column(Text)
     headers: Mapped[dict[str, Any]] = mapped_column(JSONB)
     payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
     # The body as received, with secret values masked.
@@ -141,6 +147,10 @@ class Delivery(Base):
     retry_offset: Mapped[int] = mapped_column(Integer, server_default="0")
     # Edit-and-replay: the corrected data sent instead of the event's (the event keeps the original).
     payload_override: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    # superseded: the delivery that carried this one's state (coalesce: latest).
+    superseded_by: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("deliveries.id", ondelete="SET NULL")
+    )
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -228,3 +238,60 @@ class ReplayJob(Base):
     # Keyset over deliveries.seq: work is (cursor, upto]; rows accepted later are not touched.
     cursor: Mapped[int] = mapped_column(BigInteger, server_default="0")
     upto: Mapped[int] = mapped_column(BigInteger)
+
+
+class Bitrix24Install(Base):
+    """The hub installed as a local application on a portal: its OAuth 2.0 tokens, encrypted at rest.
+
+    Only ciphertext is stored (app.bitrix24.cipher); uninstall revokes (the tokens are wiped, the row stays).
+    """
+
+    __tablename__ = "bitrix24_installs"
+
+    member_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    domain: Mapped[str | None] = mapped_column(Text)
+    client_endpoint: Mapped[str] = mapped_column(Text)
+    scope: Mapped[str | None] = mapped_column(Text)
+    application_token: Mapped[bytes | None] = mapped_column(LargeBinary)
+    access_token: Mapped[bytes | None] = mapped_column(LargeBinary)
+    refresh_token: Mapped[bytes | None] = mapped_column(LargeBinary)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    installed_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Bitrix24OfflineState(Base):
+    """A portal's offline pull in progress: the `process_id` of the batch read and not yet cleared.
+
+    Kept so that a relay that died between reading a batch and clearing it reads the same batch again (Bitrix24 hides
+    a reserved batch from every other read); its events are then duplicates, and nothing is created twice.
+    """
+
+    __tablename__ = "bitrix24_offline"
+
+    member_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    process_id: Mapped[str | None] = mapped_column(Text)
+    pulled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Bitrix24Write(Base):
+    """A write the hub made to a Bitrix24 record (a `bitrix24` target's delivered call): what echo suppression
+    matches the record's next change against (`echo_user_id`)."""
+
+    __tablename__ = "bitrix24_writes"
+    __table_args__ = (Index(None, "portal", "subject", "written_at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    portal: Mapped[str] = mapped_column(
+        Text
+    )  # the portal's host (app.bitrix24.portals.bucket_name)
+    subject: Mapped[str] = mapped_column(
+        Text
+    )  # the record written, as events name it (`deal/7405`)
+    method: Mapped[str] = mapped_column(Text)
+    delivery_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    written_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

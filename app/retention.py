@@ -127,7 +127,12 @@ _DELETE_EVENTS = text("DELETE FROM events WHERE id = ANY(CAST(:events AS uuid[])
 
 def final_statuses(*, include_dead: bool) -> tuple[str, ...]:
     """The delivery states an event may be purged in."""
-    final = (DeliveryStatus.DELIVERED.value, DeliveryStatus.CANCELLED.value)
+    final = (
+        DeliveryStatus.DELIVERED.value,
+        DeliveryStatus.CANCELLED.value,
+        DeliveryStatus.SUPERSEDED.value,
+        DeliveryStatus.SUPPRESSED.value,
+    )
     return (*final, DeliveryStatus.DEAD.value) if include_dead else final
 
 

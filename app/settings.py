@@ -15,9 +15,10 @@ from typing import Any
 
 import yaml
 from dotenv import dotenv_values
-from pydantic import Field, ValidationError
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.bitrix24.cipher import TokenCipher
 from app.durations import Duration
 from app.hubconfig import HubConfig
 
@@ -26,7 +27,14 @@ log = logging.getLogger(__name__)
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _REF = re.compile(r"__mmhub_ref_(\d+)__")
 # Keys whose values are secrets: a literal value there means a secret was committed to the file.
-_SECRET_KEYS = {"password", "token", "application_token", "secret", "webhook_url"}
+_SECRET_KEYS = {
+    "password",
+    "token",
+    "application_token",
+    "application_tokens",
+    "secret",
+    "webhook_url",
+}
 
 
 class ConfigError(Exception):
@@ -61,6 +69,10 @@ class Settings(BaseSettings):
     queue_name: str = "mmhub"
     # Relay and worker serve Prometheus metrics on this port when set (the API serves /metrics).
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    # Fernet keys (newest first, comma-separated) that encrypt Bitrix24 OAuth tokens at rest; needed with `app`.
+    token_keys: SecretStr | None = None
+    # How often the relay reads backlog, lag, pauses and breakers into its gauges.
+    gauges_interval: Duration = timedelta(seconds=5)
     hub: HubConfig = Field(default_factory=HubConfig)
 
     @property
@@ -68,6 +80,20 @@ class Settings(BaseSettings):
         if not self.database_url:
             raise ConfigError("MMHUB_DATABASE_URL: not set and no embedded server was started")
         return self.database_url
+
+    def token_cipher(self) -> TokenCipher | None:
+        """The cipher for stored Bitrix24 tokens; None when no portal runs as an application."""
+        portals = self.hub.sources.bitrix24.portals if self.hub.sources.bitrix24 else []
+        if not any(portal.app for portal in portals):
+            return None
+        if self.token_keys is None:
+            raise ConfigError(
+                "MMHUB_TOKEN_KEYS: required when a Bitrix24 portal has `app` (mmhub bitrix24 new-key)"
+            )
+        try:
+            return TokenCipher(self.token_keys.get_secret_value())
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
 
     @property
     def require_redis_url(self) -> str:
@@ -85,7 +111,9 @@ def load_settings(**overrides: Any) -> Settings:
     if "hub" in overrides:
         return settings
     hub = load_hub_config(settings.config, explicit="MMHUB_CONFIG" in os.environ)
-    return settings.model_copy(update={"hub": hub})
+    settings = settings.model_copy(update={"hub": hub})
+    settings.token_cipher()  # an application portal without usable keys stops the start here, in one line
+    return settings
 
 
 def load_hub_config(path: Path, *, explicit: bool = True) -> HubConfig:
@@ -129,7 +157,7 @@ def _expand(node: Any, env: dict[str, str], references: list[str], path: str) ->
         return [_expand(v, env, references, f"{path}.{i}") for i, v in enumerate(node)]
     if not isinstance(node, str):
         return node
-    if path.rsplit(".", 1)[-1] in _SECRET_KEYS and not _REF.search(node):
+    if _SECRET_KEYS.intersection(path.split(".")[-2:]) and not _REF.search(node):
         log.warning("%s: a literal secret in the YAML file; use ${VAR} from the environment", path)
 
     def substitute(match: re.Match[str]) -> str:

@@ -159,6 +159,14 @@ async def bare(request: Request) -> dict[str, str]:
     return {"status": "accepted"}
 
 
+def minimal_app() -> FastAPI:
+    """uvicorn factory: the minimal FastAPI app, the other yardstick: no middleware, no hub, only
+    `POST /bench/bare` (the same handler)."""
+    app = FastAPI()
+    app.add_api_route(BARE_PATH, bare, methods=["POST"], include_in_schema=False)
+    return app
+
+
 def bench_app() -> FastAPI:
     """uvicorn factory: the real app (settings from MMHUB_* variables) plus `POST /bench/bare`."""
     from app.hubconfig import HubConfig
@@ -198,9 +206,18 @@ def embedded_database() -> Iterator[tuple[str, str]]:
 
 
 class ApiServer:
-    """`bench_app()` under uvicorn in its own process: one worker, uvloop, httptools, quiet."""
+    """`bench_app()` (or another factory) under uvicorn in its own process: one worker, uvloop,
+    httptools, quiet."""
 
-    def __init__(self, database_url: str, redis_url: str, env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        database_url: str,
+        redis_url: str,
+        env: dict[str, str] | None = None,
+        factory: str = "benchmarks.common:bench_app",
+        ready_path: str = "/readyz",
+    ):
+        self.factory, self.ready_path = factory, ready_path
         self.port = free_port()
         self.log = Path(tempfile.mkstemp(prefix="mmhub-bench-api-", suffix=".log")[1])
         self._env = {
@@ -222,7 +239,7 @@ class ApiServer:
         return self.process.pid
 
     def start(self, timeout: float = 60.0) -> None:
-        cmd = [sys.executable, "-m", "uvicorn", "benchmarks.common:bench_app", "--factory"]
+        cmd = [sys.executable, "-m", "uvicorn", self.factory, "--factory"]
         cmd += ["--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]
         cmd += ["--loop", "uvloop", "--http", "httptools", "--log-level", "warning"]
         cmd += ["--no-access-log", "--timeout-graceful-shutdown", "10"]
@@ -241,7 +258,7 @@ class ApiServer:
                 raise RuntimeError(
                     f"the API server exited with {self.process.returncode}:\n{self.tail()}"
                 )
-            url = f"{self.base_url}/readyz"
+            url = f"{self.base_url}{self.ready_path}"
             with (
                 contextlib.suppress(OSError, urllib.error.URLError),
                 urllib.request.urlopen(url, timeout=2) as reply,  # noqa: S310 - our own server

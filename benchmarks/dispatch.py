@@ -26,7 +26,7 @@ Bitrix24 deal event there. Then:
    got its 200 reply ("accepted"); the same from the scheduled send time is shown beside it.
    The worker's RSS is read again at the end.
 
-Targets: drain >= 0.2 x the plain client's rate, end-to-end p99 <= 100 ms, RSS within 10 %.
+Targets: drain >= 0.3 x the plain client's rate, end-to-end p99 <= 100 ms, RSS within 10 %.
 
 The machine is shared (2 cores): every phase also reports the CPU used by processes outside the run
 and flags the run NOISY above 0.2 cores, and the CPU microseconds per delivery (worker, PostgreSQL,
@@ -68,7 +68,7 @@ FORM = "application/x-www-form-urlencoded"
 INGEST_PATH = "/webhooks/bitrix24"
 TARGET = "sink"
 
-TARGET_RATIO = 0.2
+TARGET_RATIO = 0.3
 TARGET_P99_MS = 100.0
 TARGET_RSS_GROWTH = 0.10
 NOISE_CORES = 0.2  # CPU used outside the run beyond which a phase is flagged as noisy
@@ -744,6 +744,10 @@ def run(args: argparse.Namespace, results: Results) -> None:
             "MMHUB_LOG_LEVEL": "WARNING",
             "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
         }
+        if args.tracing:  # every role exports its spans over OTLP/HTTP, to a second local sink
+            collector = Sink(log=logs / "otlp.log").start()
+            stack.callback(collector.stop)
+            env["OTEL_EXPORTER_OTLP_ENDPOINT"] = collector.base_url
         os.environ.update({k: env[k] for k in ("MMHUB_CONFIG", "MMHUB_BENCH_B24_TOKEN")})
         settings = load_settings(database_url=database_url, redis_url=redis_url)
         procs = Processes(env, logs)
@@ -1053,6 +1057,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=32, help="the sink target's concurrency")
     parser.add_argument("--rq-jobs", type=int, default=500, help="RQ no-op jobs per worker class")
     parser.add_argument("--json", action="store_true", help="write bench-results/dispatch.json")
+    parser.add_argument(
+        "--no-tracing",
+        dest="tracing",
+        action="store_false",
+        help="do not export spans (by default every role exports them over OTLP/HTTP to a sink)",
+    )
     parser.add_argument(
         "--profile",
         type=Path,

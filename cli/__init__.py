@@ -1,31 +1,50 @@
-"""`mmhub`: the hub's processes and the support engineers' commands."""
+"""`mmhub`: the hub's processes and the support engineers' commands.
+
+Imports stay inside the commands: `mmhub --help` loads only Typer (see cli/lazy.py for the support
+commands, whose modules load when they run).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from app.hubconfig import HubConfig
-from app.logs import setup_logging
-from app.settings import ConfigError, Settings, load_settings
-from cli.connections import resolve
-from cli.support import register
+from cli.lazy import LazyGroup
 
-cli = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+if TYPE_CHECKING:
+    from app.hubconfig import HubConfig
+    from app.settings import Settings
+
+# Plain help (no rich rendering) for the top level: rich's help formatter alone takes longer to
+# import than the whole budget of `mmhub --help`; the support commands keep their rich help.
+cli = typer.Typer(
+    cls=LazyGroup,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
 
 
 def settings_or_exit(*, own: bool = False) -> Settings:
     """Load and resolve settings; a configuration error ends the command with one clear line."""
+    from app.logs import setup_logging
+    from app.settings import ConfigError, load_settings
+    from cli.connections import resolve
+
     try:
         use_running_config()
+        use_dev_token_keys()
         settings = load_settings()
         setup_logging(settings.log_level)
         return resolve(settings, own=own)
@@ -36,6 +55,27 @@ def settings_or_exit(*, own: bool = False) -> Settings:
 
 def _config_record() -> Path:
     return Path(os.environ.get("MMHUB_STATE_DIR", ".mmhub")) / "config-path"
+
+
+def _listening(port: int) -> bool:
+    with contextlib.closing(socket.socket()) as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def use_dev_token_keys() -> None:
+    """On the embedded servers (no MMHUB_DATABASE_URL), without MMHUB_TOKEN_KEYS: a local key kept in the state
+    directory, so that `make run`'s application portal keeps its tokens readable across restarts."""
+    if "MMHUB_TOKEN_KEYS" in os.environ or "MMHUB_DATABASE_URL" in os.environ:
+        return
+    path = Path(os.environ.get("MMHUB_STATE_DIR", ".mmhub")) / "token-keys"
+    if not path.exists():
+        from app.bitrix24.cipher import new_key
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(new_key())
+    os.environ["MMHUB_TOKEN_KEYS"] = path.read_text().strip()
 
 
 def use_running_config() -> None:
@@ -136,29 +176,78 @@ def sink(
     port: Annotated[int, typer.Option(envvar="MMHUB_DEV_SINK_PORT")] = 8099,
 ) -> None:
     """A local stand-in target that accepts and logs every request (for `make run`)."""
+    from app.logs import setup_logging
     from cli.sink import serve_sink
 
     setup_logging("INFO")
     serve_sink(host, port)
 
 
+@cli.command("fake-portal")
+def fake_portal(
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="MMHUB_DEV_PORTAL_PORT")] = 8098,
+    user: Annotated[int, typer.Option(help="the webhook's user id")] = 1,
+    code: Annotated[str, typer.Option(envvar="B24_WEBHOOK_CODE", show_default=False)] = "devcode",
+    deals: Annotated[int, typer.Option(help="deals to create at start")] = 100,
+    client_secret: Annotated[
+        str, typer.Option(envvar="B24_CLIENT_SECRET", show_default=False)
+    ] = "dev-client-secret",  # noqa: S107 - the dev portal's own, overridable
+) -> None:
+    """A fake Bitrix24 portal on /rest/{user}/{code}/ with Bitrix24's limits (for `make run`)."""
+    from app.logs import setup_logging
+    from cli.fake_portal.server import run_fake_portal
+
+    setup_logging("INFO")
+    run_fake_portal(host, port, user=user, code=code, deals=deals, client_secret=client_secret)
+
+
 def _serve_metrics(service: str, settings: Settings) -> None:
+    """Traces for this role; its /metrics on MMHUB_METRICS_PORT when set."""
     from prometheus_client import start_http_server
 
-    from app.telemetry import setup_metrics
+    from app.tracing import setup_tracing
 
-    setup_metrics(service)
+    setup_tracing(service)
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr=settings.host)
 
 
 ROLES = ("api", "relay", "worker")
+# The local tokens config/dev.yaml accepts (by their hashes); printed only when the configuration
+# in use accepts them.
+DEV_TOKENS = {"operator": "mmhub-dev-operator-token", "viewer": "mmhub-dev-viewer-token"}
+
+
+def _console_hint(settings: Settings) -> None:
+    """Print the console's URL and the dev configuration's local tokens."""
+    import hashlib
+
+    typer.echo(f"support console: http://{settings.host}:{settings.port}/console")
+    configured = {token.token_sha256 for token in settings.hub.admin.tokens}
+    for role, token in DEV_TOKENS.items():
+        if hashlib.sha256(token.encode()).hexdigest() in configured:
+            typer.echo(f"  local {role} token (dev configuration only): {token}")
+
+
+def _metrics_ports(settings: Settings) -> dict[str, int]:
+    """Each dispatch role needs its own /metrics port: MMHUB_METRICS_PORT and the next one, or
+    free ports when it is not set."""
+    from app.embedded import free_port
+
+    if settings.metrics_port:
+        return {"relay": settings.metrics_port, "worker": settings.metrics_port + 1}
+    return {"relay": free_port(), "worker": free_port()}
 
 
 @cli.command()
 def dev(
     with_sink: Annotated[
-        bool, typer.Option("--sink", help="also run `mmhub sink` on 127.0.0.1:8099")
+        bool,
+        typer.Option(
+            "--sink",
+            help="also run `mmhub sink` on 127.0.0.1:8099 and `mmhub fake-portal` on :8098",
+        ),
     ] = False,
 ) -> None:
     """Embedded servers, migrations, then every process role in the foreground (Ctrl-C stops all)."""
@@ -173,12 +262,25 @@ def dev(
         "MMHUB_DATABASE_URL": settings.require_database_url,
         "MMHUB_REDIS_URL": settings.require_redis_url,
     }
-    roles = [*ROLES, "sink"] if with_sink else list(ROLES)
-    children = [subprocess.Popen([sys.executable, "-m", "cli", role], env=env) for role in roles]
+    roles = [*ROLES, "sink", "fake-portal"] if with_sink else list(ROLES)
+    if with_sink and _listening(int(os.environ.get("MMHUB_DEV_PORTAL_PORT", "8098"))):
+        roles.remove("fake-portal")  # one runs already (its records and queues outlive the hub)
+    metrics = _metrics_ports(settings)
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-m", "cli", role],
+            env={**env, "MMHUB_METRICS_PORT": str(metrics[role])} if role in metrics else env,
+        )
+        for role in roles
+    ]
     typer.echo(
         f"mmhub is up on http://{settings.host}:{settings.port} "
         f"({', '.join(roles)}); Ctrl-C stops everything"
     )
+    typer.echo(f"  api    metrics: http://{settings.host}:{settings.port}/metrics")
+    for role, port in metrics.items():
+        typer.echo(f"  {role:<6} metrics: http://{settings.host}:{port}/metrics")
+    _console_hint(settings)
     stopping = False
 
     def stop(signum: int, _frame: object) -> None:
@@ -197,9 +299,6 @@ def dev(
     # The embedded servers stop through the atexit hook registered by resolve().
     code = max((child.returncode or 0) for child in children) if not stopping else 0
     raise typer.Exit(code)
-
-
-register(cli)  # deliveries, events, replay, targets, audit, stats, admin-token
 
 
 def main() -> None:

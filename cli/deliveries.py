@@ -13,7 +13,6 @@ from rich.table import Table
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.admin.actions import cancel_delivery, edit_and_replay
 from app.admin.queries import get_delivery, search_deliveries
 from app.models import Delivery
 from cli.output import (
@@ -48,7 +47,7 @@ from cli.support import (
     run_session,
 )
 
-app = typer.Typer(no_args_is_help=True)
+app = typer.Typer(no_args_is_help=True, add_completion=False)
 
 LimitOpt = Annotated[int, typer.Option("--limit", min=1, max=500, help="rows per page")]
 CursorOpt = Annotated[
@@ -159,6 +158,8 @@ def _facts(record: Record) -> Table:
         rows.append(("delivered", ago(record["delivered_at"])))
     if record["last_error"]:
         rows.append(("last error", record["last_error"]))
+    if record.get("superseded_by"):
+        rows.append(("superseded by", f"{record['superseded_by']} (it carried the latest state)"))
     for name, value in rows:
         grid.add_row(name, value)
     return grid
@@ -175,6 +176,8 @@ def cancel(
     key, who = parse_id(delivery_id), actor or default_actor()
 
     async def work(session: AsyncSession) -> tuple[str | None, Record]:
+        from app.admin.actions import cancel_delivery
+
         previous = await _status(session, key)
         await cancel_delivery(session, key, who, reason)
         return previous, delivery_record(await get_delivery(session, key))
@@ -201,6 +204,8 @@ def edit_replay(
     data = _read_object(data_file)
 
     async def work(session: AsyncSession) -> Record:
+        from app.admin.actions import edit_and_replay
+
         await edit_and_replay(session, key, data, who, reason)
         return delivery_record(await get_delivery(session, key))
 

@@ -106,6 +106,7 @@ def delivery_record(delivery: Delivery, *, detail: bool = False) -> Record:
         "attempt_count": delivery.attempt_count,
         "next_attempt_at": delivery.next_attempt_at,
         "last_error": delivery.last_error,
+        "superseded_by": str(delivery.superseded_by) if delivery.superseded_by else None,
         "manual_next": delivery.manual_next,
         "created_at": delivery.created_at,
         "updated_at": delivery.updated_at,

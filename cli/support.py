@@ -54,20 +54,6 @@ ActorOpt = Annotated[
 ReasonOpt = Annotated[str | None, typer.Option("--reason", help="why, for the audit log")]
 
 
-def register(app: typer.Typer) -> None:
-    """Add the support commands to the `mmhub` app."""
-    from cli import deliveries, events, purge, replay, targets, tokens
-
-    app.add_typer(deliveries.app, name="deliveries", help="Search, inspect, cancel deliveries.")
-    app.add_typer(events.app, name="events", help="Search and inspect received events.")
-    app.command("replay")(replay.replay)
-    app.add_typer(targets.app, name="targets", help="Target states; pause and resume.")
-    app.command("audit")(targets.audit)
-    app.command("stats")(targets.stats)
-    app.command("admin-token")(tokens.admin_token)
-    app.command("purge")(purge.purge_command)
-
-
 def fail(message: str, code: int = 1) -> NoReturn:
     """End the command with one red line on stderr and a non-zero exit code."""
     typer.secho(message, err=True, fg="red")

@@ -26,7 +26,7 @@ from cli.support import (
     run_session,
 )
 
-app = typer.Typer(no_args_is_help=True)
+app = typer.Typer(no_args_is_help=True, add_completion=False)
 
 TargetArg = Annotated[str, typer.Argument(metavar="TARGET", help="a target name from mmhub.yaml")]
 STATUS_ORDER = ("pending", "delivering", "retrying", "held", "delivered", "dead", "cancelled")

@@ -10,21 +10,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import text
 
 from app.hubconfig import Target as TargetSpec
-from app.telemetry import DELIVERY_ATTEMPTS, DELIVERY_DURATION
+from app.tracing import traceparent
+from dispatch.coalesce import coalescing_routes, supersede_stale
+from dispatch.echo import remember_writes
+from dispatch.enrich import claim_size, enrich
 from dispatch.limits import Gate, gate, hold_waiting, judge_breaker
 from dispatch.retry import next_step
 from dispatch.runtime import Runtime
 from dispatch.targets.base import AttemptResult, Outbound
 from dispatch.targets.cloudevent import build_cloudevent
+from dispatch.telemetry import attempt_span, record_attempt, record_settled
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +58,7 @@ FROM due, events ev
 WHERE d.id = due.id AND ev.id = d.event_id
 RETURNING d.id, d.route, d.attempt_count, d.manual_next, d.retry_offset, d.payload_override,
           ev.id AS event_id, ev.source, ev.type, ev.subject,
-          ev.origin, ev.occurred_at, ev.received_at, ev.payload, ev.request_id
+          ev.origin, ev.occurred_at, ev.received_at, ev.payload, ev.request_id, ev.traceparent
 """)
 
 
@@ -67,6 +70,9 @@ class Claimed:
     token: uuid.UUID  # the claim's; recording checks it is still ours
     manual: bool  # an operator's replay: recorded as manual, outside the breaker's statistics
     retry_offset: int  # attempts made before the last replay; the schedule restarts after them
+    event_trace: str | None  # the ingest span's traceparent: attempts are spans of that trace
+    received_at: datetime  # when the event was accepted (for the end-to-end latency)
+    route: str = ""  # the route that made the delivery (enrichment asks it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +103,7 @@ async def _lane(rt: Runtime, target: str, spec: TargetSpec, deadline: float, lan
     """
     loop = asyncio.get_running_loop()
     done = 0
+    coalescing = coalescing_routes(rt.settings.hub)
     async with rt.engine.connect() as pooled:
         conn = (await pooled.get_raw_connection()).driver_connection
         assert conn is not None
@@ -110,16 +117,23 @@ async def _lane(rt: Runtime, target: str, spec: TargetSpec, deadline: float, lan
                     return done
                 if state is Gate.HALF_OPEN and lane > 0:
                     return done  # one probe at a time
-                limit = 1 if state is Gate.HALF_OPEN else _batch_size(spec)
+                limit = 1 if state is Gate.HALF_OPEN else claim_size(rt, target, _batch_size(spec))
                 token = uuid.uuid4()
                 lease = _lease_seconds(rt, target, spec, limit)
                 rows = await conn.fetch(_CLAIM_SQL, target, limit, token, lease)
+                to_send = await supersede_stale(conn, rows, token, coalescing)
             if not rows:
                 return done
+            if not to_send:
+                continue  # every head gave way to a newer delivery, which is claimable now
+            rows = to_send
             batch = [_claimed(rt, target, row, token) for row in rows]
-            sent = await asyncio.gather(*(_send(rt, target, spec, c) for c in batch))
+            batch, unsent = await enrich(rt, batch)  # data.record, for enrich routes
+            now = datetime.now().astimezone()
+            sent = [Sent(c, now, r) for c, r in unsent]
+            sent += await asyncio.gather(*(_send(rt, target, spec, c) for c in batch))
             await _record(conn, rt, target, spec, sent, probe=state is Gate.HALF_OPEN)
-            done += len(batch)
+            done += len(rows)
     return done
 
 
@@ -145,7 +159,7 @@ def _claimed(rt: Runtime, target: str, row: Any, token: uuid.UUID) -> Claimed:
         delivery_id=row["id"],
         event=event,
         request_id=row["request_id"],
-        traceparent=_traceparent(row["event_id"]),
+        traceparent="",  # the attempt span's, set when the attempt starts (see _send)
         method=method,
         params=params,
     )
@@ -156,6 +170,9 @@ def _claimed(rt: Runtime, target: str, row: Any, token: uuid.UUID) -> Claimed:
         token,
         manual=row["manual_next"],
         retry_offset=row["retry_offset"],
+        route=row["route"],
+        event_trace=row["traceparent"],
+        received_at=row["received_at"],
     )
 
 
@@ -169,11 +186,6 @@ def _route_call(rt: Runtime, route: str, target: str) -> tuple[str | None, dict[
     return None, None
 
 
-def _traceparent(event_id: uuid.UUID) -> str:
-    """W3C trace context: one trace per event (its id), one span per attempt."""
-    return f"00-{event_id.hex}-{random.getrandbits(64):016x}-01"
-
-
 async def _send(rt: Runtime, target: str, spec: TargetSpec, claimed: Claimed) -> Sent:
     bucket = rt.buckets.get(target)
     async with rt.slots[target]:
@@ -182,9 +194,15 @@ async def _send(rt: Runtime, target: str, spec: TargetSpec, claimed: Claimed) ->
             await asyncio.sleep(wait)
         started = datetime.now().astimezone()
         timeout = rt.settings.hub.retry_for(target).timeout.total_seconds()
-        result = await rt.targets[target].send(rt.http, claimed.outbound, timeout)
-    DELIVERY_ATTEMPTS.add(1, {"target": target, "outcome": result.outcome})
-    DELIVERY_DURATION.record(result.duration_ms / 1000, {"target": target})
+        attributes = {
+            "mmhub.delivery_id": str(claimed.delivery_id),
+            "mmhub.event_id": claimed.outbound.event["id"],
+            "mmhub.attempt": claimed.attempt_number,
+        }
+        with attempt_span(target, claimed.event_trace, attributes) as span:
+            outbound = replace(claimed.outbound, traceparent=traceparent(span) or "")
+            result = await rt.targets[target].send(rt.http, outbound, timeout)
+            record_attempt(span, target, result)
     return Sent(claimed, started, result)
 
 
@@ -249,6 +267,7 @@ async def _record(
         )
         for column, value in zip(columns, row, strict=True):
             column.append(value)
+        record_settled(target, decision.state, claimed.received_at, item.started_at)
         if decision.state == "dead":
             log.warning(
                 "delivery %s to %s is dead: %s", claimed.delivery_id, target, decision.reason
@@ -257,6 +276,7 @@ async def _record(
     probe_ok = sent[0].result.outcome == "delivered" if probe else None
     async with conn.transaction():
         await conn.execute(_RECORD, target, *columns)
+        await remember_writes(conn, rt, target, sent)
         state = await judge_breaker(
             conn, target, spec.circuit_breaker, probe_ok=probe_ok, failed=failed
         )

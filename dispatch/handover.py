@@ -13,6 +13,7 @@ import logging
 from rq import Queue
 from sqlalchemy import text
 
+from app.tracing import traceparent
 from dispatch.deliver import drain
 from dispatch.runtime import Runtime
 
@@ -35,6 +36,7 @@ def enqueue_drain(queue: Queue, target: str) -> bool:
     queue.enqueue(
         "dispatch.jobs.drain_target",
         target,
+        traceparent(),  # the relay's hand-over span: the job's attempts link to it
         job_timeout=600,
         result_ttl=0,
         failure_ttl=3600,

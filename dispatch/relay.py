@@ -12,19 +12,22 @@ import asyncio
 import contextlib
 import logging
 
-import asyncpg
+from opentelemetry.trace import SpanKind
 from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db import make_engine
 from app.ingest.committer import NOTIFY_CHANNEL
 from app.settings import Settings
+from app.tracing import tracer
+from dispatch.gauges import keep_gauges
 from dispatch.handover import KEY, enqueue_drain
+from dispatch.listen import listen
+from dispatch.pullers import run_pullers
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +58,15 @@ async def relay_once(engine: AsyncEngine, queue: Queue, targets: list[str]) -> l
         due = (await conn.execute(_DUE_TARGETS, {"targets": targets})).all()
     enqueued = []
     for target, stale in due:
-        if stale:
-            # The job that held this target is gone with its worker; its key may outlive it.
-            queue.connection.delete(KEY.format(target))
-        if enqueue_drain(queue, target):
+        with tracer.start_as_current_span(
+            "relay hand-over", kind=SpanKind.PRODUCER, attributes={"mmhub.target": target}
+        ) as span:
+            if stale:
+                # The job that held this target is gone with its worker; its key may outlive it.
+                queue.connection.delete(KEY.format(target))
+            handed = enqueue_drain(queue, target)
+            span.set_attribute("mmhub.enqueued", handed)
+        if handed:
             enqueued.append(target)
     return enqueued
 
@@ -69,7 +77,12 @@ async def run_relay(settings: Settings, stop: asyncio.Event) -> None:
     queue = Queue(settings.queue_name, connection=Redis.from_url(settings.require_redis_url))
     targets = sorted(settings.hub.targets)
     wake = asyncio.Event()
-    listener = asyncio.create_task(_listen(settings.require_database_url, wake, stop))
+    listener = asyncio.create_task(
+        listen(settings.require_database_url, NOTIFY_CHANNEL, lambda _payload: wake.set(), stop)
+    )
+    pullers = asyncio.create_task(run_pullers(settings, stop))  # Bitrix24 offline queues
+    every = settings.gauges_interval.total_seconds()
+    gauges = asyncio.create_task(keep_gauges(engine, targets, every, stop))
     poll = settings.relay_poll_interval.total_seconds()
     log.info("relay started for targets %s", ", ".join(targets) or "(none)")
     try:
@@ -86,27 +99,8 @@ async def run_relay(settings: Settings, stop: asyncio.Event) -> None:
             if enqueued:
                 log.debug("drain jobs enqueued for %s", ", ".join(enqueued))
     finally:
-        listener.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await listener
+        for task in (listener, pullers, gauges):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await engine.dispose()
-
-
-async def _listen(database_url: str, wake: asyncio.Event, stop: asyncio.Event) -> None:
-    """LISTEN on the ingest channel, reconnecting after outages; every NOTIFY wakes the relay."""
-    dsn = make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
-    while not stop.is_set():
-        try:
-            conn = await asyncpg.connect(dsn, timeout=5)
-        except (OSError, asyncpg.PostgresError, TimeoutError):
-            await asyncio.sleep(1)
-            continue
-        lost = asyncio.Event()
-        conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
-        await conn.add_listener(NOTIFY_CHANNEL, lambda *_args: wake.set())
-        wake.set()  # anything committed while we were not listening is picked up now
-        try:
-            await lost.wait()
-        finally:
-            with contextlib.suppress(Exception):
-                await conn.close()

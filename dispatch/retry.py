@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from dispatch.targets.base import AttemptResult
 
 Outcome = Literal["delivered", "retry", "dead"]
-State = Literal["delivered", "retrying", "dead"]
+State = Literal["delivered", "retrying", "dead", "suppressed"]
 
 # Statuses that say "not now" rather than "never": timeouts, too early, rate limits, gateway trouble.
 RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -68,6 +68,8 @@ def next_step(
         raise ValueError(f"attempt numbers start at 1, got {attempt_number}")
     if result.outcome == "delivered":
         return Decision("delivered", None, None)
+    if result.outcome == "suppressed":
+        return Decision("suppressed", None, result.error)
     reason = describe(result)
     if result.outcome == "dead":
         return Decision("dead", None, reason)

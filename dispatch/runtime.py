@@ -17,11 +17,16 @@ import uvloop
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from app.bitrix24.app_auth import OAuthCredentials
+from app.bitrix24.portals import Installs, Portals, target_bucket
 from app.db import make_engine, make_sessionmaker
+from app.hubconfig import Bitrix24Target as Bitrix24Spec
+from app.hubconfig import HubConfig
+from app.ratelimit import TokenBucket
 from app.settings import Settings
-from dispatch.limits import TokenBucket
 from dispatch.targets import build_target
 from dispatch.targets.base import Target
+from dispatch.targets.bitrix24 import Bitrix24Target
 
 T = TypeVar("T")
 
@@ -35,6 +40,7 @@ class Runtime:
     http: aiohttp.ClientSession
     targets: dict[str, Target]
     buckets: dict[str, TokenBucket]
+    portals: Portals  # REST clients of the portals with `rest` (enrichment)
     # Caps concurrent requests per target within this process.
     slots: dict[str, asyncio.Semaphore] = field(default_factory=dict)
 
@@ -47,18 +53,33 @@ class Runtime:
         hub = settings.hub
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=60)
         http = aiohttp.ClientSession(connector=connector, auto_decompress=True)
+        sessions = make_sessionmaker(engine)
+        cipher = settings.token_cipher()  # application portals' tokens
+        targets = {name: build_target(name, spec) for name, spec in hub.targets.items()}
+        if cipher is not None:
+            use_applications(hub, targets, (sessions, cipher))
         return cls(
             settings=settings,
             engine=engine,
-            sessions=make_sessionmaker(engine),
+            sessions=sessions,
             redis=redis,
             http=http,
-            targets={name: build_target(name, spec) for name, spec in hub.targets.items()},
+            targets=targets,
             buckets={
-                name: TokenBucket(redis, name, spec.rate_limit)
+                name: bucket
                 for name, spec in hub.targets.items()
-                if spec.rate_limit is not None
+                if (bucket := target_bucket(redis, hub, name, spec)) is not None
             },
+            # A read happens inside a delivery's lease: a few quick retries, then the attempt fails.
+            portals=Portals(
+                hub,
+                redis,
+                http,
+                installs=(sessions, cipher) if cipher else None,
+                timeout=hub.retry.timeout.total_seconds(),
+                attempts=3,
+                backoff_max=5,
+            ),
             slots={name: asyncio.Semaphore(spec.concurrency) for name, spec in hub.targets.items()},
         )
 
@@ -98,3 +119,14 @@ def runner() -> LoopRunner:
     if _runner is None:
         raise RuntimeError("the dispatch runtime is not installed in this process")
     return _runner
+
+
+def use_applications(hub: HubConfig, targets: dict[str, Target], installs: Installs) -> None:
+    """`bitrix24` targets with `portal:` call as that portal's installed application, with its source key."""
+    for name, spec in hub.targets.items():
+        target = targets[name]
+        if isinstance(spec, Bitrix24Spec) and spec.portal and isinstance(target, Bitrix24Target):
+            portal = hub.portal(spec.portal)
+            assert portal is not None  # checked with the configuration
+            connector = portal.offline.auth_connector if portal.offline else None
+            target.use_application(OAuthCredentials(installs[0], installs[1], portal), connector)

@@ -68,12 +68,17 @@ def non_public(address: IPAddress) -> str | None:
 
 
 def check_targets(hub: HubConfig) -> None:
-    """Check every configured target's URL (see `check_target_url`); raise on the first refusal."""
+    """Check every target's URL and every portal's REST URL; raise on the first refusal."""
     for name, spec in hub.targets.items():
-        check_target_url(name, _url_of(spec), spec.allow_private)
+        check_target_url(name, _url_of(hub, spec), spec.allow_private)
+    for portal in hub.sources.bitrix24.portals if hub.sources.bitrix24 else []:
+        if portal.rest is not None:  # a portal's REST API (enrichment, reconciliation)
+            url = portal.rest.webhook_url.get_secret_value()
+            name = f"portal {portal.member_id or portal.domain} rest"
+            check_target_url(name, url, portal.rest.allow_private)
 
 
-def _url_of(spec: TargetSpec) -> str:
+def _url_of(hub: HubConfig, spec: TargetSpec) -> str:
     if isinstance(spec, Bitrix24Target):
-        return spec.webhook_url.get_secret_value()  # checked here, never quoted
+        return hub.rest_base(spec)  # checked here, never quoted
     return spec.url

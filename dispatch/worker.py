@@ -16,6 +16,7 @@ from rq import Queue, SimpleWorker
 
 from app.settings import Settings
 from dispatch import runtime
+from dispatch.telemetry import declare_targets
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,7 @@ class HubWorker(SimpleWorker):
 def run_worker(settings: Settings, *, burst: bool = False) -> None:
     """Take drain jobs until stopped (SIGINT/SIGTERM finish the current job first)."""
     runner = runtime.install(settings)
+    declare_targets(sorted(settings.hub.targets))
     connection = Redis.from_url(settings.require_redis_url)
     worker = HubWorker([Queue(settings.queue_name, connection=connection)], connection=connection)
     try:

@@ -60,7 +60,8 @@ async def clean_database(request: pytest.FixtureRequest) -> None:
     async with engine.begin() as conn:
         await conn.execute(
             text(
-                "TRUNCATE events, deliveries, delivery_attempts, target_states, audit_log, replay_jobs RESTART IDENTITY"
+                "TRUNCATE events, deliveries, delivery_attempts, target_states, audit_log, replay_jobs,"
+                " bitrix24_installs, bitrix24_offline, bitrix24_writes RESTART IDENTITY"
             )
         )
 

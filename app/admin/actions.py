@@ -22,7 +22,16 @@ from app.target_states import pause_target, resume_target
 
 BULK_CAP = 10_000
 BATCH = 500
-REPLAYABLE = ("dead", "cancelled", "delivered", "pending", "retrying", "held")
+REPLAYABLE = (
+    "dead",
+    "cancelled",
+    "delivered",
+    "pending",
+    "retrying",
+    "held",
+    "superseded",
+    "suppressed",
+)
 CANCELLABLE = ("pending", "retrying", "held", "dead")
 
 

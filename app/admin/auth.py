@@ -57,4 +57,6 @@ async def require_operator(caller: Annotated[AdminToken, Depends(_caller)]) -> s
 
 
 Viewer = Annotated[str, Depends(require_viewer)]
+# Any valid token, when the reply depends on the reader's role (personal data masked for viewers).
+Reader = Annotated[AdminToken, Depends(_caller)]
 Operator = Annotated[str, Depends(require_operator)]

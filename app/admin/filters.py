@@ -33,6 +33,11 @@ def parse_when(value: Any, now: datetime | None = None) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+def contains(text: str) -> str:
+    """An ILIKE pattern matching `text` anywhere (its own % and _ taken literally)."""
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
 class DeliveryFilter(BaseModel):
     """Which deliveries (and, through them, events) a search or a bulk action covers."""
 
@@ -86,12 +91,14 @@ class DeliveryFilter(BaseModel):
             conditions.append(Event.subject == self.subject)
         if self.since:
             conditions.append(Event.received_at >= self.since)
+            if self.status or self.target:
+                # The same rows, found through ix_deliveries_status_target_created_at: a delivery
+                # is created with its event or later, never before it was received.
+                conditions.append(Delivery.created_at >= self.since)
         if self.until:
             conditions.append(Event.received_at < self.until)
         if self.text:
-            needle = (
-                "%" + self.text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-            )
+            needle = contains(self.text)
             conditions.append(
                 or_(
                     Event.payload.cast(Text).ilike(needle),

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import base64
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import Text, func, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
-from app.admin.filters import DeliveryFilter
+from app.admin.filters import DeliveryFilter, contains
 from app.errors import BadRequest, NotFound
-from app.models import AuditEntry, Delivery, Event, TargetState
+from app.models import AuditEntry, Delivery, DeliveryAttempt, Event, TargetState
 
 MAX_PAGE = 500
 T = TypeVar("T")
@@ -122,13 +122,15 @@ async def get_event(session: AsyncSession, event_id: uuid.UUID) -> Event:
     return event
 
 
-async def stats(session: AsyncSession) -> dict[str, Any]:
-    """Counts by target and status, and per target the age of the oldest due delivery."""
+async def stats(session: AsyncSession, statuses: Sequence[str] | None = None) -> dict[str, Any]:
+    """Counts by target and status (only `statuses` when given: the backlog's are found through
+    an index, all of them by reading every delivery), and per target the age of the oldest due."""
     counts: dict[str, dict[str, int]] = {}
+    counting = select(Delivery.target, Delivery.status, func.count())
+    if statuses is not None:
+        counting = counting.where(Delivery.status.in_(statuses))
     for target, status, count in await session.execute(
-        select(Delivery.target, Delivery.status, func.count()).group_by(
-            Delivery.target, Delivery.status
-        )
+        counting.group_by(Delivery.target, Delivery.status)
     ):
         counts.setdefault(target, {})[status] = count
     oldest = {
@@ -139,7 +141,8 @@ async def stats(session: AsyncSession) -> dict[str, Any]:
                 func.extract("epoch", func.now() - func.min(Delivery.next_attempt_at)),
             )
             .where(
-                Delivery.status.in_(("pending", "retrying")),
+                # Held (a pause, an open breaker) is waiting too: a paused target's lag grows.
+                Delivery.status.in_(("pending", "retrying", "held")),
                 Delivery.next_attempt_at <= func.now(),
             )
             .group_by(Delivery.target)
@@ -162,10 +165,36 @@ async def target_states(session: AsyncSession) -> list[TargetState]:
 
 
 async def audit_entries(
-    session: AsyncSession, *, since: datetime | None = None, limit: int = 100
+    session: AsyncSession,
+    *,
+    since: datetime | None = None,
+    limit: int = 100,
+    text: str | None = None,
 ) -> list[AuditEntry]:
-    """The audit trail, newest first."""
+    """The audit trail, newest first; `text` matches who, what, which target, why or the filter."""
     query = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(min(max(limit, 1), 1000))
     if since is not None:
         query = query.where(AuditEntry.at >= since)
+    if text:
+        needle = contains(text)
+        fields = (AuditEntry.actor, AuditEntry.action, AuditEntry.target, AuditEntry.reason)
+        searched = [*fields, AuditEntry.filter.cast(Text), AuditEntry.delivery_id.cast(Text)]
+        query = query.where(or_(*(field.ilike(needle) for field in searched)))
     return list((await session.execute(query)).scalars())
+
+
+async def activity(
+    session: AsyncSession, targets: Sequence[str], hours: int = 24
+) -> list[tuple[str, datetime, str, int]]:
+    """Attempts of the last `hours` per target, hour and outcome (delivered, retry, dead).
+
+    Naming the targets lets the (target, started_at) index find the rows.
+    """
+    hour = func.date_trunc("hour", DeliveryAttempt.started_at)
+    query = (
+        select(DeliveryAttempt.target, hour, DeliveryAttempt.outcome, func.count())
+        .where(DeliveryAttempt.target.in_(targets))
+        .where(DeliveryAttempt.started_at >= func.now() - timedelta(hours=hours))
+        .group_by(DeliveryAttempt.target, hour, DeliveryAttempt.outcome)
+    )
+    return [(t, at, outcome, n) for t, at, outcome, n in await session.execute(query)]

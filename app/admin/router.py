@@ -11,9 +11,10 @@ from fastapi import APIRouter, BackgroundTasks, Depends, Query, Request, Respons
 from pydantic import ValidationError
 
 from app.admin import actions, queries
-from app.admin.auth import Operator, Viewer
+from app.admin.auth import Operator, Reader, Viewer
 from app.admin.deps import Runner, Session
 from app.admin.filters import DeliveryFilter, parse_when
+from app.admin.pii import Shown, shown_to
 from app.admin.schemas import (
     AuditOut,
     BulkReplayRequest,
@@ -31,7 +32,7 @@ from app.admin.schemas import (
     TargetRequest,
 )
 from app.errors import NotFound, Unprocessable
-from app.hubconfig import Target
+from app.hubconfig import AdminToken, Target
 from app.ingest.replies import Problem
 from app.target_states import get_state
 
@@ -91,37 +92,64 @@ Filter = Annotated[DeliveryFilter, Depends(query_filter)]
 Limit = Annotated[int, Query(ge=1, le=queries.MAX_PAGE)]
 
 
+def _shown(request: Request, caller: AdminToken, out: Shown) -> Shown:
+    """Phones and e-mails masked for viewers (`pii.mask_for_viewers`)."""
+    masking = request.app.state.settings.hub.pii.mask_for_viewers
+    return shown_to(caller.role, masking, out)
+
+
 @router.get("/deliveries", response_model=DeliveryPage)
 async def search_deliveries(
-    _: Viewer, session: Session, where: Filter, limit: Limit = 50, cursor: str | None = None
+    caller: Reader,
+    request: Request,
+    session: Session,
+    where: Filter,
+    limit: Limit = 50,
+    cursor: str | None = None,
 ) -> DeliveryPage:
     """Deliveries matching every given filter, newest first."""
     page = await queries.search_deliveries(session, where, limit=limit, cursor=cursor)
-    return DeliveryPage.model_validate(page, from_attributes=True)
+    return _shown(request, caller, DeliveryPage.model_validate(page, from_attributes=True))
 
 
 @router.get("/deliveries/{delivery_id}", response_model=DeliveryOut)
-async def get_delivery(_: Viewer, session: Session, delivery_id: uuid.UUID) -> DeliveryOut:
+async def get_delivery(
+    caller: Reader, request: Request, session: Session, delivery_id: uuid.UUID
+) -> DeliveryOut:
     """One delivery with its event's summary and every attempt."""
-    return DeliveryOut.model_validate(await queries.get_delivery(session, delivery_id))
+    out = DeliveryOut.model_validate(await queries.get_delivery(session, delivery_id))
+    return _shown(request, caller, out)
 
 
 @router.get("/events", response_model=EventPage)
 async def search_events(
-    _: Viewer, session: Session, where: Filter, limit: Limit = 50, cursor: str | None = None
+    caller: Reader,
+    request: Request,
+    session: Session,
+    where: Filter,
+    limit: Limit = 50,
+    cursor: str | None = None,
 ) -> EventPage:
     """Events matching the filter (delivery filters match any of their deliveries), newest first."""
     page = await queries.search_events(session, where, limit=limit, cursor=cursor)
-    return EventPage.model_validate(page, from_attributes=True)
+    return _shown(request, caller, EventPage.model_validate(page, from_attributes=True))
 
 
 @router.get("/events/{event_id}", response_model=EventOut)
 async def get_event(
-    _: Viewer, session: Session, event_id: uuid.UUID, include_raw: bool = False
+    caller: Reader,
+    request: Request,
+    session: Session,
+    event_id: uuid.UUID,
+    include_raw: bool = False,
 ) -> EventOut:
-    """One event with its deliveries and their attempts; `include_raw` adds the masked raw body."""
+    """One event with its deliveries and their attempts; `include_raw` adds the masked raw body.
+
+    Phones and e-mails are masked for viewers (`pii.mask_for_viewers`); operators see them.
+    """
     event = await queries.get_event(session, event_id)
-    return EventOut.model_validate(event, context={"include_raw": include_raw})
+    out = EventOut.model_validate(event, context={"include_raw": include_raw})
+    return _shown(request, caller, out)
 
 
 @router.post("/deliveries/{delivery_id}/replay", response_model=DeliveryOut, responses=_WRITE)

@@ -61,6 +61,8 @@ class DeliveryBrief(_Out):
     attempt_count: int
     next_attempt_at: datetime
     last_error: str | None
+    # superseded (coalesce: latest): the delivery that carried this one's state
+    superseded_by: uuid.UUID | None = None
     manual_next: bool
     created_at: datetime
     updated_at: datetime
@@ -196,7 +198,8 @@ class AuditOut(_Out):
 class TargetStats(BaseModel):
     by_status: dict[str, int]
     oldest_due_seconds: float | None = Field(
-        description="age of the oldest delivery due and not yet attempted; null when none"
+        description="age of the oldest delivery due and waiting (pending, retrying, or held "
+        "by a pause or an open breaker); null when none"
     )
 
 

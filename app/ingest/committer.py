@@ -14,16 +14,19 @@ import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import orjson
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.errors import ServiceUnavailable, Unprocessable
 from app.ids import new_id
+from app.ingest.held import HeldConnection
 from app.ingest.idempotency import canonical_json, is_keyed
 from app.ingest.model import NewEvent, Outcome
+from app.tracing import batch_span
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +37,14 @@ MAX_IDENTITY_BYTES = 1024
 _FLUSH_SQL = f"""
 WITH new_events AS (
   INSERT INTO events (id, source, type, subject, dedup_key, origin, occurred_at, request_id,
-                      headers, payload, raw_body, payload_hash)
+                      headers, payload, raw_body, payload_hash, traceparent)
   SELECT id, source, type, subject, dedup_key, origin, occurred_at, request_id,
-         headers::jsonb, payload::jsonb, raw_body, payload_hash
+         headers::jsonb, payload::jsonb, raw_body, payload_hash, traceparent
   FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-              $7::timestamptz[], $8::text[], $9::text[], $10::text[], $11::bytea[], $12::bytea[])
+              $7::timestamptz[], $8::text[], $9::text[], $10::text[], $11::bytea[], $12::bytea[],
+              $18::text[])
        AS e(id, source, type, subject, dedup_key, origin, occurred_at, request_id,
-            headers, payload, raw_body, payload_hash)
+            headers, payload, raw_body, payload_hash, traceparent)
   ON CONFLICT (source, dedup_key) DO NOTHING
   RETURNING id
 ), new_deliveries AS (
@@ -147,6 +151,13 @@ class GroupCommitter:
         return await future
 
     async def _run(self) -> None:
+        held = HeldConnection(self._engine)
+        try:
+            await self._commit_batches(held)
+        finally:
+            await held.close()
+
+    async def _commit_batches(self, held: HeldConnection) -> None:
         while True:
             batch = [await self._queue.get()]
             size = len(batch[0].rows)
@@ -154,7 +165,9 @@ class GroupCommitter:
                 batch.append(self._queue.get_nowait())
                 size += len(batch[-1].rows)
             try:
-                outcomes = await self._flush(batch)
+                traces = [row.event.traceparent for s in batch for row in s.rows]
+                with batch_span("ingest group commit", traces):
+                    outcomes = await held.run(partial(self._flush, submissions=batch))
             except Exception as exc:
                 # The transaction did not commit (or we cannot know that it did): nobody gets a 200.
                 log.warning("ingest commit failed for %d events: %s", size, _reason(exc))
@@ -170,7 +183,9 @@ class GroupCommitter:
                 for _ in batch:
                     self._queue.task_done()
 
-    async def _flush(self, submissions: Sequence[_Submission]) -> list[list[Outcome]]:
+    async def _flush(
+        self, conn: AsyncConnection, submissions: Sequence[_Submission]
+    ) -> list[list[Outcome]]:
         rows = [row for submission in submissions for row in submission.rows]
         # The first of several identical requests in one batch is the one stored.
         firsts: dict[_Key, _Row] = {}
@@ -196,24 +211,24 @@ class GroupCommitter:
             [d.route for _, d in deliveries],
             [d.target for _, d in deliveries],
             [e.subject for e, _ in deliveries],
+            [r.event.traceparent for r in batch],
         )
         # Usually one statement, one round trip, its own transaction: events, deliveries, NOTIFY.
         # A keyed batch needs an explicit transaction: a conflicting row must undo its siblings.
         atomic = any(submission.may_conflict for submission in submissions)
-        async with self._engine.connect() as conn:
-            raw = (await conn.get_raw_connection()).driver_connection
-            assert raw is not None
-            async with raw.transaction() if atomic else contextlib.nullcontext():
-                new_ids = {row[0] for row in await raw.fetch(_FLUSH_SQL, *args)}
-                missing = [key for key, row in firsts.items() if row.event.id not in new_ids]
-                existing = await _existing(raw, missing)
-                outcomes = [
-                    [_outcome(row, firsts, new_ids, existing) for row in submission.rows]
-                    for submission in submissions
-                ]
-                undo = _undone(submissions, outcomes, new_ids)
-                if undo:
-                    await raw.execute(_UNDO_SQL, undo)
+        raw = (await conn.get_raw_connection()).driver_connection
+        assert raw is not None
+        async with raw.transaction() if atomic else contextlib.nullcontext():
+            new_ids = {row[0] for row in await raw.fetch(_FLUSH_SQL, *args)}
+            missing = [key for key, row in firsts.items() if row.event.id not in new_ids]
+            existing = await _existing(raw, missing)
+            outcomes = [
+                [_outcome(row, firsts, new_ids, existing) for row in submission.rows]
+                for submission in submissions
+            ]
+            undo = _undone(submissions, outcomes, new_ids)
+            if undo:
+                await raw.execute(_UNDO_SQL, undo)
         return outcomes
 
 
@@ -238,6 +253,9 @@ def _outcome(
         original, digest = first.event.id, first.digest
     else:
         original, digest = existing[row.key]
+        if first is row and original == row.event.id:
+            # Our own row, committed by an attempt whose reply was lost (see HeldConnection.run).
+            return Outcome(row.event.id, duplicate=False, deliveries=len(row.event.deliveries))
     # A stored event without a digest predates migration 0004: nothing to compare, a duplicate.
     conflict = row.digest is not None and digest is not None and digest != row.digest
     return Outcome(original, duplicate=True, deliveries=0, conflict=conflict)

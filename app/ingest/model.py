@@ -30,6 +30,7 @@ class NewEvent:
     origin: str | None = None
     occurred_at: datetime | None = None
     request_id: str | None = None
+    traceparent: str | None = None  # the ingest request span's (W3C), for the deliveries' spans
     deliveries: list[PlannedDelivery] = field(default_factory=list)
     id: uuid.UUID = field(default_factory=new_id)
 

@@ -14,6 +14,7 @@ from app.ingest.routing import plan_deliveries
 from app.logs import bind
 from app.settings import Settings
 from app.telemetry import IDEMPOTENCY_CONFLICTS, INGESTED
+from app.tracing import traceparent
 
 log = logging.getLogger(__name__)
 _PLANS: dict[tuple[int, str, str], list[PlannedDelivery]] = {}  # the hub config is immutable
@@ -34,7 +35,9 @@ async def record_events(request: Request, events: Sequence[NewEvent]) -> list[Ou
     """
     settings: Settings = request.app.state.settings
     committer: GroupCommitter = request.app.state.committer
+    trace = traceparent()  # the request's span: the deliveries' attempts join it
     for event in events:
+        event.traceparent = trace
         key = (id(settings.hub), event.source, event.type)
         planned = _PLANS.get(key)
         if planned is None:
@@ -47,7 +50,8 @@ async def record_events(request: Request, events: Sequence[NewEvent]) -> list[Ou
         if outcome.conflict:
             _refuse_conflict(event, outcome, index if len(events) > 1 else None)
     for event, outcome in zip(events, outcomes, strict=True):
-        INGESTED.add(1, {"source": event.source, "duplicate": str(outcome.duplicate).lower()})
+        if not outcome.duplicate:
+            INGESTED.labels(event.source, event.type).inc()
     if len(events) == 1:
         bind(event_id=str(outcomes[0].event_id))
         if outcomes[0].duplicate:
@@ -62,7 +66,7 @@ async def record_events(request: Request, events: Sequence[NewEvent]) -> list[Ou
 
 def _refuse_conflict(event: NewEvent, outcome: Outcome, index: int | None) -> None:
     """Count and log a reused Idempotency-Key (the key itself is the client's: not logged)."""
-    IDEMPOTENCY_CONFLICTS.add(1, {"source": event.source})
+    IDEMPOTENCY_CONFLICTS.labels(event.source).inc()
     log.warning(
         "Idempotency-Key reused with a different payload: nothing stored",
         extra={"source": event.source, "existing_event_id": str(outcome.event_id), "row": index},

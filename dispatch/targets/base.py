@@ -13,7 +13,8 @@ from typing import Any, Literal, Protocol
 
 import aiohttp
 
-Outcome = Literal["delivered", "retry", "dead"]
+# `suppressed`: not sent, the change was the hub's own write coming back (echo_user_id).
+Outcome = Literal["delivered", "retry", "dead", "suppressed"]
 # (outcome, error class, human reason) as a target judges a reply.
 Verdict = tuple[Outcome, str | None, str | None]
 
@@ -33,11 +34,13 @@ class Outbound:
     params: dict[str, Any] | None = None  # bitrix24 route: params template (Jinja2 strings inside)
 
 
-def correlation_headers(out: Outbound) -> dict[str, str]:
-    """`X-Request-Id` and `X-Correlation-Id`: the id of the webhook request that brought the event."""
-    if not out.request_id:
-        return {}
-    return {"X-Request-Id": out.request_id, "X-Correlation-Id": out.request_id}
+def trace_headers(out: Outbound) -> dict[str, str]:
+    """The headers that tie a request to its webhook: the attempt span's `traceparent`, and the
+    webhook's request id as `X-Request-Id` and (CONTRACT v2) `X-Correlation-Id`."""
+    headers = {"traceparent": out.traceparent}
+    if out.request_id:
+        headers["X-Request-Id"] = headers["X-Correlation-Id"] = out.request_id
+    return headers
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ JSON body whatever the HTTP status (sometimes 200), so replies are judged from t
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -15,7 +16,12 @@ import orjson
 from jinja2 import StrictUndefined, Template
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from app.bitrix24.errors import RETRYABLE_CODES
+from app.bitrix24.installs import NotInstalled
+from app.bitrix24.oauth import OAuthRefused, OAuthUnavailable
+from app.bitrix24.rest import Credentials, secret_parts
 from app.hubconfig import Bitrix24Target as Bitrix24Spec
+from app.sources.bitrix24.identity import CRM_TYPES
 from dispatch.retry import classify_status
 from dispatch.targets.base import (
     AttemptResult,
@@ -24,16 +30,13 @@ from dispatch.targets.base import (
     Outcome,
     PermanentError,
     Reply,
+    RetryableError,
     Secrets,
     Verdict,
-    correlation_headers,
+    trace_headers,
 )
 from dispatch.targets.transport import encode_json, judge_status, post
 
-# Bitrix24's "slow down / try later" codes; any other code is a refusal that a retry cannot fix.
-RETRYABLE_CODES = frozenset(
-    {"QUERY_LIMIT_EXCEEDED", "OPERATION_TIME_LIMIT", "INTERNAL_SERVER_ERROR"}
-)
 # Batch replies can be large and must be parsed whole to see `result_error`.
 MAX_READ = 1024 * 1024
 _METHOD = re.compile(r"[A-Za-z0-9_.]+")  # keeps a method from reaching outside /rest/<user>/<code>/
@@ -51,21 +54,36 @@ def mask_webhook_url(url: str) -> str:
 
 def _path_secrets(url: str) -> Secrets:
     """`<user>/<code>` and `<code>`: masked wherever they would appear in an attempt row."""
-    _, sep, path = url.partition("/rest/")
-    if not sep:  # an unusual URL: treat its whole path as the secret
-        path = url.split("://", 1)[-1].partition("/")[2]
-    path = path.strip("/")
-    return Secrets((path, path.rsplit("/", 1)[-1]) if path else ())
+    return Secrets(secret_parts(url))
 
 
 class Bitrix24Target:
-    """A Bitrix24 portal reached through an inbound webhook URL."""
+    """A Bitrix24 portal reached through an inbound webhook URL, or as the installed application.
+
+    As the application (`portal:` in the target), each call carries the installation's access token and the
+    portal's offline `auth_connector`, so the hub's own writes raise no offline event (no echo).
+    """
 
     def __init__(self, name: str, spec: Bitrix24Spec) -> None:
         self.name = name
-        self._webhook_url = spec.webhook_url.get_secret_value()  # ends with "/" (validated)
+        # Ends with "/" (validated); "" until use_application() for a `portal:` target.
+        self._webhook_url = spec.webhook_url.get_secret_value() if spec.webhook_url else ""
         self._secrets = _path_secrets(self._webhook_url)
         self._templates: dict[tuple[str, str], Any] = {}  # (method, params) -> compiled params
+        self._app: Credentials | None = None
+        self._connector: str | None = None
+
+    def written_subject(self, out: Outbound) -> str | None:
+        """The record a delivered call wrote, as events name it (`deal/7405`), for echo suppression; None if unknown."""
+        try:
+            params = _render(self._compiled(_check_method(out.method), out.params or {}), out.event)
+        except DeliveryError:
+            return None
+        return written_subject(out.method or "", params)
+
+    def use_application(self, credentials: Credentials, auth_connector: str | None) -> None:
+        """Call as the installed application (its tokens), with this source key on every call."""
+        self._app, self._connector = credentials, auth_connector
 
     def __repr__(self) -> str:
         return f"Bitrix24Target({self.name!r}, {mask_webhook_url(self._webhook_url)!r})"
@@ -86,20 +104,43 @@ class Bitrix24Target:
             "Content-Type": "application/json",
             "Accept": "application/json",
             "Idempotency-Key": str(out.delivery_id),
-            "traceparent": out.traceparent,
-            **correlation_headers(out),
+            **trace_headers(out),
         }
         batch = method == "batch"
-        return await post(
-            session,
-            f"{self._webhook_url}{method}.json",
-            body=encode_json(params),
-            headers=headers,
-            timeout=timeout,
-            judge=lambda reply: judge_reply(reply, batch=batch),
-            secrets=self._secrets,
-            max_read=MAX_READ,
-        )
+
+        async def call(auth: dict[str, str], base: str) -> AttemptResult:
+            return await post(
+                session,
+                f"{base}{method}.json",
+                body=encode_json({**params, **auth}),
+                headers=headers,
+                timeout=timeout,
+                judge=lambda reply: judge_reply(reply, batch=batch),
+                secrets=Secrets((*self._secrets.values, *auth.values())),
+                max_read=MAX_READ,
+            )
+
+        if self._app is None:
+            return await call({}, self._webhook_url)
+        return await self._as_application(call)
+
+    async def _as_application(
+        self, call: Callable[[dict[str, str], str], Awaitable[AttemptResult]]
+    ) -> AttemptResult:
+        """The call with the installation's token; once more with a renewed one after `expired_token`."""
+        assert self._app is not None
+        try:
+            token = await self._app.token()
+        except NotInstalled as exc:  # an operator must install the application; replay then
+            return PermanentError("b24:not_installed", str(exc)).result()
+        except (OAuthRefused, OAuthUnavailable) as exc:
+            return RetryableError("b24:oauth", str(exc)).result()
+        connector = {"auth_connector": self._connector} if self._connector else {}
+        result = await call({"auth": token or "", **connector}, self._app.base_url)
+        if result.error_class == "b24:expired_token" and await self._app.refresh(token):
+            renewed = await self._app.token()
+            result = await call({"auth": renewed or "", **connector}, self._app.base_url)
+        return result
 
     def _compiled(self, method: str, params: dict[str, Any]) -> Any:
         # Routes are few and fixed, so compiling once per (method, params) makes rendering cheap.
@@ -110,6 +151,27 @@ class Bitrix24Target:
                 self._templates.clear()
             compiled = self._templates[key] = _compile(params, "params")
         return compiled
+
+
+_ENTITY_WRITE = re.compile(r"crm\.(deal|lead|contact|company|quote)\.(update|delete)")
+
+
+def written_subject(method: str, params: Any) -> str | None:
+    """The subject of the record an update call writes: crm.<entity>.update, crm.item.update, tasks.task.update."""
+    if not isinstance(params, dict):
+        return None
+    lowered = method.lower()
+    if match := _ENTITY_WRITE.fullmatch(lowered):
+        number = params.get("id") or params.get("ID")
+        return f"{match.group(1)}/{number}" if number else None
+    if lowered in ("crm.item.update", "crm.item.delete"):
+        kind, number = params.get("entityTypeId"), params.get("id")
+        entity = CRM_TYPES.get(str(kind), f"dynamic-{kind}")
+        return f"{entity}/{number}" if kind and number else None
+    if lowered in ("tasks.task.update", "tasks.task.delete"):
+        number = params.get("taskId")
+        return f"task/{number}" if number else None
+    return None
 
 
 def judge_reply(reply: Reply, *, batch: bool = False) -> Verdict:

@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 
 from app.hubconfig import BasicAuth, BearerAuth
-from dispatch.targets.base import AttemptResult, Outbound, Reply, Verdict, correlation_headers
+from dispatch.targets.base import AttemptResult, Outbound, Reply, Verdict, trace_headers
 from dispatch.targets.transport import auth_headers, encode_json, judge_status, post
 
 CONTENT_TYPE = "application/cloudevents+json"
@@ -65,12 +65,11 @@ def rfc3339_utc(when: datetime) -> str:
 
 def cloudevent_headers(out: Outbound) -> dict[str, str]:
     """Headers every CloudEvent delivery carries, the same on each attempt but `traceparent`."""
-    headers = {
+    return {
         "Content-Type": CONTENT_TYPE,
         "Idempotency-Key": str(out.delivery_id),
-        "traceparent": out.traceparent,
+        **trace_headers(out),
     }
-    return {**headers, **correlation_headers(out)}
 
 
 class CloudEventTarget:

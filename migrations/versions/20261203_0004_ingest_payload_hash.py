@@ -5,7 +5,7 @@ payload). Rows stored before this revision have none: a key that matches one of 
 a duplicate, as before, since there is nothing to compare (see app/ingest/committer.py).
 
 Revision ID: 0004_ingest
-Revises: 0003
+Revises: 0008_b24_writes
 Create Date: 2026-12-03 09:20:00
 """
 
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0004_ingest"
-down_revision: str | None = "0003"
+down_revision: str | None = "0008_b24_writes"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

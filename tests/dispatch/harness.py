@@ -105,3 +105,10 @@ def onec_to_bitrix24(url: str) -> dict[str, Any]:
     ]
     config["retry"] = {"schedule": ["1h", "1h"], "timeout": "2s"}
     return config
+
+
+async def events_traceparents(engine: AsyncEngine) -> dict[str, str | None]:
+    """Each stored event's id (as text) -> the traceparent of the request span that ingested it."""
+    async with engine.connect() as conn:
+        rows = await conn.execute(text("SELECT id::text, traceparent FROM events"))
+        return {event_id: value for event_id, value in rows}

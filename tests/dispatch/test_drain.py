@@ -19,6 +19,7 @@ from tests.dispatch.harness import (
     attempts,
     deal,
     deliveries,
+    events_traceparents,
     eventually,
     hub_with_target,
     ingest,
@@ -54,7 +55,11 @@ async def test_delivered_with_one_attempt_row(
     assert request.json()["id"] == event_id
     assert request.json()["subject"] == "deal/7405"
     assert request.headers["idempotency-key"] == str(delivery.id)
-    assert request.headers["traceparent"].split("-")[1] == event_id.replace("-", "")
+    # The attempt is a span of the webhook's trace: same trace id, its own span id.
+    stored = (await events_traceparents(engine))[event_id].split("-")
+    sent = request.headers["traceparent"].split("-")
+    assert (sent[0], sent[1], sent[3]) == (stored[0], stored[1], stored[3])
+    assert sent[2] != stored[2]
     assert (delivery.status, delivery.attempt_count, delivery.claim_token) == ("delivered", 1, None)
     assert delivery.delivered_at is not None
     [attempt] = await attempts(engine)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import copy
 from typing import Any
+from unittest.mock import ANY
 
 import pytest
 
 from app.secrets import is_secret_key, redact, secret_values
+from app.sources.bitrix24.identity import subject_of
 from app.sources.bitrix24.parse import Bitrix24Event, parse_b24, strip_secrets
 from app.sources.bitrix24.phpform import parse_php_form
 from app.sources.errors import ShapeError
@@ -30,6 +32,7 @@ def test_webhook_deal_add() -> None:
         application_token="jvh9y1ulvt2m6k5or90v9mg8nn32ozas",
         ts="1766047124",
         data={"FIELDS": {"ID": "7405"}},
+        data_hash=ANY,
     )
 
 
@@ -42,6 +45,7 @@ def test_app_event_contact_add() -> None:
         application_token="3c6c9248ec54af6bea1159b43ee0ab32",
         ts="1727018926",
         data={"FIELDS": {"ID": "134806"}},
+        data_hash=ANY,
     )
 
 
@@ -54,6 +58,7 @@ def test_webhook_dynamic_item_update() -> None:
         application_token="0zhkhllfzn5z3dfuulqqerwr3wduyx42",
         ts="1739049397",
         data={"FIELDS": {"ID": "21", "ENTITY_TYPE_ID": "1032"}},
+        data_hash=ANY,
     )
 
 
@@ -71,6 +76,7 @@ def test_task_add_reads_fields_after_past_undefined_before() -> None:
             "IS_ACCESSIBLE_BEFORE": "N",
             "IS_ACCESSIBLE_AFTER": None,
         },
+        data_hash=ANY,
     )
 
 
@@ -125,37 +131,54 @@ def test_secret_values_of_application_event() -> None:
         ("ONCRMPRODUCTUPDATE", {"FIELDS": {"ID": "5"}}, "product/5"),
         ("ONTASKUPDATE", {"FIELDS_BEFORE": {"ID": "8"}, "FIELDS_AFTER": {"ID": "8"}}, "task/8"),
         ("ONTASKDELETE", {"FIELDS_BEFORE": {"ID": "8"}, "FIELDS_AFTER": None}, "task/8"),
-        ("ONTASKCOMMENTADD", {"FIELDS_AFTER": {"ID": "77", "TASK_ID": "8"}}, "task-comment/77"),
+        (
+            "ONTASKCOMMENTADD",
+            {"FIELDS_AFTER": {"ID": "77", "TASK_ID": "8"}},
+            "task/8",
+        ),  # the parent
         ("ONCRMDYNAMICITEMADD", {"FIELDS": {"ID": "1", "ENTITY_TYPE_ID": "128"}}, "dynamic-128/1"),
         ("ONCRMDYNAMICITEMDELETE", {"FIELDS": {"ID": "1"}}, "dynamic/1"),
         ("ONCRMTIMELINECOMMENTADD", {"FIELDS": {"ID": "3"}}, "timeline-comment/3"),
         ("ONUSERADD", {"FIELDS": {"ID": "12"}}, "user/12"),
         ("ONCALENDARENTRYADD", {"id": "44"}, "calendar/44"),
-        ("ONCALENDARSECTIONDELETE", {"id": "2"}, "calendarsection/2"),
+        ("ONCALENDARSECTIONDELETE", {"id": "2"}, "calendar-section/2"),
         ("ONCRMREQUISITEADD", {"FIELDS": {"ID": "6"}}, "requisite/6"),  # generic
-        ("ONCRMADDRESSUNREGISTER", {"FIELDS": {"ID": "6"}}, "address/6"),
-        ("ONAPPINSTALL", {"VERSION": "1", "LANGUAGE_ID": "ru"}, "app"),  # no id: entity only
-        ("ONCRMDEALADD", {}, "deal"),
-        ("ONIMBOTJOINCHAT", {}, "imbotjoinchat"),  # no known verb: the whole rest
+        (
+            "ONCRMADDRESSUNREGISTER",
+            {"FIELDS": {"ENTITY_TYPE_ID": "8", "ENTITY_ID": "6"}},
+            "requisite/6",
+        ),
+        (
+            "ONAPPINSTALL",
+            {"VERSION": "1", "LANGUAGE_ID": "ru"},
+            "app/~",
+        ),  # no id: a hash of the data
+        ("ONCRMDEALADD", {}, "deal/~"),
+        ("ONIMBOTJOINCHAT", {}, "chat/~"),
         ("oncrmdealadd", {"FIELDS": {"ID": "1"}}, "deal/1"),  # upper-cased first
         ("ONCRMDEALADD", {"FIELDS": {"ID": 7405}}, "deal/7405"),  # JSON numbers
-        ("ONCRMDEALADD", {"FIELDS": {"ID": " "}}, "deal"),
+        ("ONCRMDEALADD", {"FIELDS": {"ID": " "}}, "deal/~"),
     ],
 )
 def test_subject(event: str, data: dict[str, Any], subject: str) -> None:
-    assert parse_b24({"event": event, "data": data}).subject == subject
+    actual = parse_b24({"event": event, "data": data}).subject
+    if subject.endswith("~"):  # no id: the entity and 16 hex digits of the data's hash
+        assert actual.startswith(subject) and len(actual) == len(subject) + 16
+    else:
+        assert actual == subject
 
 
 def test_json_payload_with_numbers_and_missing_auth() -> None:
     parsed = parse_b24({"event": " OnCrmDealAdd ", "ts": 1766047124, "data": None})
     assert parsed == Bitrix24Event(
         event="ONCRMDEALADD",
-        subject="deal",
+        subject=subject_of("ONCRMDEALADD", None),
         member_id=None,
         domain=None,
         application_token=None,
         ts="1766047124",
         data={},
+        data_hash=ANY,
     )
 
 

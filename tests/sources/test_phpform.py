@@ -92,7 +92,7 @@ def test_fixture_task_add_keeps_undefined_as_none() -> None:
 
 
 def test_every_bitrix24_fixture_is_covered() -> None:
-    names = {path.name for path in (FIXTURES / "bitrix24").iterdir()}
+    names = {path.name for path in (FIXTURES / "bitrix24").glob("*.form")}
     assert names == {
         "app-event-contact-add.form",
         "webhook-deal-add.form",

@@ -1,8 +1,8 @@
 """Extract the identity of a Bitrix24 event from its parsed payload.
 
 The payload is the PHP-style form read by ``parse_php_form`` or a JSON body with the same
-structure (where ids and ``ts`` may be numbers). Bitrix24 sends no event id; the hub
-identifies an event by ``(member_id, event, subject, ts)`` (CONTRACT.md, "Event identity").
+structure (where ids and ``ts`` may be numbers). Bitrix24 sends no event id: the subject comes from
+the event-family rules (app.sources.bitrix24.identity), the dedup key from the data itself.
 """
 
 from __future__ import annotations
@@ -11,44 +11,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.secrets import redact
+from app.sources.bitrix24.identity import data_hash, subject_of
 from app.sources.errors import ShapeError
 
-# Entity part of the event name (after ON/ONCRM, before the verb) -> subject prefix.
-# Matched exactly, so ONTASKCOMMENTADD (a comment id) never poses as task/{id}.
-ENTITIES: dict[str, str] = {
-    "DEAL": "deal",
-    "CONTACT": "contact",
-    "LEAD": "lead",
-    "COMPANY": "company",
-    "INVOICE": "invoice",
-    "QUOTE": "quote",
-    "ACTIVITY": "activity",
-    "PRODUCT": "product",
-    "TASK": "task",
-    "TASKCOMMENT": "task-comment",
-    "TIMELINECOMMENT": "timeline-comment",
-    "USER": "user",
-    "CALENDAR": "calendar",
-    "CALENDARENTRY": "calendar",
-}
-_DYNAMIC_ITEM = "DYNAMICITEM"  # smart-process items: the subject also names the process
-# Trailing verbs of Bitrix24 event names; longest first so UNREGISTER is not read as REGISTER.
-VERBS = (
-    "MOVETOCATEGORY",
-    "UNREGISTER",
-    "SETSTATUS",
-    "UNINSTALL",
-    "REGISTER",
-    "INSTALL",
-    "PAYMENT",
-    "UPDATE",
-    "DELETE",
-    "ACTION",
-    "EXPOSE",
-    "ADD",
-)
-# Where the record id lives: tasks send FIELDS_AFTER (FIELDS_BEFORE on delete), CRM FIELDS.
-_FIELD_SETS = ("FIELDS_AFTER", "FIELDS_BEFORE", "FIELDS")
+# `ts` is Unix seconds; beyond the year 9999 no date can hold it.
+MAX_TS = 253_402_300_799
 
 
 @dataclass(frozen=True)
@@ -56,12 +23,21 @@ class Bitrix24Event:
     """A Bitrix24 event reduced to what routes, deduplicates and authenticates it."""
 
     event: str  # upper-case, e.g. "ONCRMDEALUPDATE"
-    subject: str  # "deal/7405", "dynamic-1032/21", or just the entity when no id was sent
+    subject: str  # "deal/7405", "dynamic-1032/21", "task/555", "call/…"; "{entity}/~{hash}" without an id
     member_id: str | None  # auth[member_id]: picks the portal
     domain: str | None  # auth[domain]: picks the portal when member_id is absent
     application_token: str | None  # auth[application_token]: compare in constant time
     ts: str | None  # when the event left Bitrix24's queue (Unix seconds, as sent)
     data: dict[str, Any]  # the payload's data, secrets removed
+    data_hash: str  # SHA-256 of the canonical data, the same for the form and the JSON body
+
+    def dedup_key(self) -> str:
+        """(portal, event, ts, data hash): two events that differ in anything they carry never share it.
+
+        The `b24v2:` prefix keeps it apart from the v1 keys stored before, `(portal, event, subject, ts)`, which
+        merged different events of one second.
+        """
+        return f"b24v2:{self.member_id or self.domain or ''}:{self.event}:{self.ts or ''}:{self.data_hash}"
 
 
 def parse_b24(payload: dict[str, Any]) -> Bitrix24Event:
@@ -78,17 +54,22 @@ def parse_b24(payload: dict[str, Any]) -> Bitrix24Event:
     event = event.strip().upper()
     auth = payload.get("auth")
     auth = auth if isinstance(auth, dict) else {}
-    data = payload.get("data")
-    # data is a dict for every real event; "undefined" (None) or an empty list mean none.
-    data = data if isinstance(data, dict) else {}
+    raw = payload.get("data")
+    ts = _text(payload.get("ts"))
+    if ts is not None and not (ts.isdigit() and int(ts) <= MAX_TS):
+        raise ShapeError(f"Bitrix24 'ts' must be Unix seconds up to {MAX_TS}")
     return Bitrix24Event(
         event=event,
-        subject=event_subject(event, data),
+        subject=subject_of(event, raw),
         member_id=_text(auth.get("member_id")),
         domain=_text(auth.get("domain")),
         application_token=_text(auth.get("application_token")),
-        ts=_text(payload.get("ts")),
-        data=redact(data),
+        ts=ts,
+        # data is an object for nearly every event; a few carry a number or a list, kept under "value".
+        data=redact(
+            raw if isinstance(raw, dict) else {} if raw in (None, [], "") else {"value": raw}
+        ),
+        data_hash=data_hash(raw),
     )
 
 
@@ -101,44 +82,6 @@ def strip_secrets(payload: dict[str, Any]) -> dict[str, Any]:
     """
     stripped: dict[str, Any] = redact(payload)
     return stripped
-
-
-def event_subject(event: str, data: dict[str, Any]) -> str:
-    """Build the subject ``{entity}/{ID}`` for an (upper-case) event name and its data."""
-    entity_key = _entity_part(event)
-    record_id, fields = _record_id(data)
-    if entity_key == _DYNAMIC_ITEM:
-        type_id = _text(fields.get("ENTITY_TYPE_ID"))
-        entity = f"dynamic-{type_id}" if type_id else "dynamic"
-    else:
-        entity = ENTITIES.get(entity_key, entity_key.lower())
-    return f"{entity}/{record_id}" if record_id else entity
-
-
-def _entity_part(event: str) -> str:
-    """``ONCRMDEALUPDATE`` -> ``DEAL``; unknown verbs leave the rest whole."""
-    for prefix in ("ONCRM", "ON"):
-        if event.startswith(prefix) and len(event) > len(prefix):
-            event = event[len(prefix) :]
-            break
-    for verb in VERBS:
-        if event.endswith(verb) and len(event) > len(verb):
-            return event[: -len(verb)]
-    return event
-
-
-def _record_id(data: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
-    """Find the record id and the field set it came from."""
-    for name in _FIELD_SETS:
-        fields = data.get(name)
-        if isinstance(fields, dict):
-            record_id = _text(fields.get("ID"))
-            if record_id:
-                return record_id, fields
-    # Calendar events put the id straight into data (data[id]).
-    record_id = _text(data.get("ID")) or _text(data.get("id"))
-    fields = data.get("FIELDS")
-    return record_id, fields if isinstance(fields, dict) else {}
 
 
 def _text(value: Any) -> str | None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,9 +17,11 @@ from app.ingest.replies import ERROR_REPLIES, Accepted
 from app.ingest.scrub import mask_secrets, safe_headers
 from app.ingest.service import record_event
 from app.secrets import redact, secret_values
+from app.sources.bitrix24 import lifecycle
+from app.sources.bitrix24.lifecycle import LIFECYCLE_EVENTS
 from app.sources.bitrix24.parse import Bitrix24Event, parse_b24
 from app.sources.bitrix24.phpform import parse_php_form
-from app.sources.bitrix24.verify import authenticate
+from app.sources.bitrix24.verify import authenticate_installed
 from app.sources.errors import MalformedError, ShapeError
 from app.sources.jsonlimits import check_json_limits
 
@@ -31,7 +32,12 @@ router = APIRouter(tags=["ingest"])
 async def bitrix24_webhook(request: Request, body: bytes = Depends(read_body)) -> Response:
     """Accept one Bitrix24 event once it is committed with its deliveries."""
     payload = _parse_body(request, body)
-    authenticate(request.app.state.settings.hub.sources.bitrix24, payload)
+    name = payload.get("event")
+    if isinstance(name, str) and name.strip().upper() in LIFECYCLE_EVENTS:
+        reply = await lifecycle.handle(request, name.strip().upper(), payload)
+        return Response(orjson.dumps(reply), media_type="application/json")
+    source = request.app.state.settings.hub.sources.bitrix24
+    await authenticate_installed(source, payload, request.app.state.installed_tokens)
     try:
         parsed = parse_b24(payload)
     except ShapeError as exc:
@@ -73,16 +79,12 @@ def _parse_body(request: Request, body: bytes) -> dict[str, Any]:
 
 
 def _dedup_key(request: Request, event: Bitrix24Event, body: bytes) -> str:
-    """Bitrix24 sends no event id: (portal, event, subject, ts) identifies a delivery of it."""
+    """The client's Idempotency-Key, else the event's own key (see Bitrix24Event.dedup_key)."""
     if key := request.headers.get("idempotency-key"):
         return f"key:{key}"
-    portal = event.member_id or event.domain
-    if portal and event.ts:
-        return f"{portal}:{event.event}:{event.subject}:{event.ts}"
-    return "sha256:" + hashlib.sha256(body).hexdigest()
+    return event.dedup_key()
 
 
 def _timestamp(ts: str | None) -> datetime | None:
-    if ts and ts.isdigit():
-        return datetime.fromtimestamp(int(ts), tz=UTC)
-    return None
+    """`ts` as a time (parse_b24 checked its range)."""
+    return datetime.fromtimestamp(int(ts), tz=UTC) if ts else None
