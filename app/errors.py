@@ -51,6 +51,11 @@ class NotFound(HubError):
     status, title = 404, "Not found"
 
 
+class RequestTimeout(HubError):
+    status, title = 408, "Request timeout"
+    default_headers: ClassVar[Mapping[str, str]] = {"Connection": "close"}
+
+
 class Conflict(HubError):
     status, title = 409, "Conflict"
 

@@ -94,6 +94,9 @@ class Event(Base):
     payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
     # The body as received, with secret values masked.
     raw_body: Mapped[bytes] = mapped_column(LargeBinary)
+    # SHA-256 of the canonical payload, kept only for events sent with an Idempotency-Key: the same
+    # key with another payload is a conflict (409). None on rows stored before migration 0004.
+    payload_hash: Mapped[bytes | None] = mapped_column(LargeBinary)
 
     deliveries: Mapped[list[Delivery]] = relationship(back_populates="event")
 

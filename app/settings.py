@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     config: Path = Path("mmhub.yaml")
     max_body_bytes: int = Field(default=2 * 1024 * 1024, gt=0)
+    # A body still arriving after this long is cut off with 408 (a trickling client holds a worker).
+    body_timeout: Duration = timedelta(seconds=30)
+    # Rows in one 1C batch (OData collection or JSON array of envelopes), all in one transaction.
+    max_batch_rows: int = Field(default=500, ge=1)
     state_dir: Path = Path(".mmhub")
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)

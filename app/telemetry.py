@@ -40,6 +40,11 @@ INGESTED = Counter(
 INGEST_REJECTED = Counter(
     "mmhub_ingest_rejected", "Webhook requests refused, by source and status", ["source", "status"]
 )
+IDEMPOTENCY_CONFLICTS = Counter(
+    "mmhub_idempotency_conflicts",
+    "Webhook requests refused with 409: an Idempotency-Key reused with another payload",
+    ["source"],
+)
 DELIVERY_ATTEMPTS = Counter(
     "mmhub_delivery_attempts",
     "Delivery attempts by target, outcome (delivered, retry, dead) and HTTP status or error class",

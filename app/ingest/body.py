@@ -2,24 +2,34 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import Request
 
-from app.errors import PayloadTooLarge
+from app.errors import PayloadTooLarge, RequestTimeout
+from app.settings import Settings
 
 
 async def read_body(request: Request) -> bytes:
-    """The whole body, refusing one over `MMHUB_MAX_BODY_BYTES` without reading it all."""
-    limit: int = request.app.state.settings.max_body_bytes
+    """The whole body, refusing one over `MMHUB_MAX_BODY_BYTES` without reading it all, and one
+    that has not fully arrived after `MMHUB_BODY_TIMEOUT` (408: a trickle would hold us forever)."""
+    settings: Settings = request.app.state.settings
+    limit = settings.max_body_bytes
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"the body is {declared} bytes; the limit is {limit}")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"the body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
+    seconds = settings.body_timeout.total_seconds()
+    try:
+        async with asyncio.timeout(seconds):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLarge(f"the body exceeds the limit of {limit} bytes")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise RequestTimeout(f"the body did not arrive within {seconds:g} s") from None
     return b"".join(chunks)
 
 

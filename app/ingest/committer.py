@@ -1,50 +1,56 @@
 """Group commit: concurrent ingest requests share one transaction and one fsync.
 
 Each request still waits for its own commit before it replies, so the ack never lies; grouping only
-removes the per-request commit cost, which dominates ingest on a durable PostgreSQL.
+removes the per-request commit cost, which dominates ingest on a durable PostgreSQL. A batch request
+submits all its rows at once: they always share one flush, so they commit (or fail) together.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 import orjson
-from sqlalchemy import select, tuple_
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.errors import ServiceUnavailable, Unprocessable
 from app.ids import new_id
 from app.ingest.held import HeldConnection
+from app.ingest.idempotency import canonical_json, is_keyed
 from app.ingest.model import NewEvent, Outcome
-from app.models import Event
 from app.tracing import batch_span
 
 log = logging.getLogger(__name__)
 
 NOTIFY_CHANNEL = "mmhub_deliveries"
+# Type, subject, dedup key and origin live in b-tree indexes (at most ~2.7 kB per entry): longer
+# values would fail the whole shared statement, so they are refused with the one request.
+MAX_IDENTITY_BYTES = 1024
 _FLUSH_SQL = f"""
 WITH new_events AS (
   INSERT INTO events (id, source, type, subject, dedup_key, origin, occurred_at, request_id,
-                      headers, payload, raw_body, traceparent)
+                      headers, payload, raw_body, payload_hash, traceparent)
   SELECT id, source, type, subject, dedup_key, origin, occurred_at, request_id,
-         headers::jsonb, payload::jsonb, raw_body, traceparent
+         headers::jsonb, payload::jsonb, raw_body, payload_hash, traceparent
   FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-              $7::timestamptz[], $8::text[], $9::text[], $10::text[], $11::bytea[], $17::text[])
+              $7::timestamptz[], $8::text[], $9::text[], $10::text[], $11::bytea[], $12::bytea[],
+              $18::text[])
        AS e(id, source, type, subject, dedup_key, origin, occurred_at, request_id,
-            headers, payload, raw_body, traceparent)
+            headers, payload, raw_body, payload_hash, traceparent)
   ON CONFLICT (source, dedup_key) DO NOTHING
   RETURNING id
 ), new_deliveries AS (
   INSERT INTO deliveries (id, event_id, route, target, ordering_key)
   SELECT d.id, d.event_id, d.route, d.target, d.ordering_key
-  FROM unnest($12::uuid[], $13::uuid[], $14::text[], $15::text[], $16::text[])
+  FROM unnest($13::uuid[], $14::uuid[], $15::text[], $16::text[], $17::text[])
        AS d(id, event_id, route, target, ordering_key)
   WHERE d.event_id IN (SELECT id FROM new_events)
   RETURNING 1
@@ -52,8 +58,56 @@ WITH new_events AS (
 SELECT id, (SELECT pg_notify('{NOTIFY_CHANNEL}', '') WHERE EXISTS (SELECT FROM new_deliveries))
 FROM new_events
 """  # noqa: S608 - a constant
-# An event with its payload already serialised (once, in the request's own task).
-_Item = tuple[tuple[NewEvent, str], "asyncio.Future[Outcome]"]
+_EXISTING_SQL = """
+SELECT e.source, e.dedup_key, e.id, e.payload_hash
+FROM events e JOIN unnest($1::text[], $2::text[]) AS k(source, dedup_key) USING (source, dedup_key)
+"""
+_UNDO_SQL = "DELETE FROM events WHERE id = ANY($1::uuid[])"  # deliveries go with them (cascade)
+_Key = tuple[str, str]  # (source, dedup_key)
+
+
+@dataclass(slots=True)
+class _Row:
+    """An event prepared in its request's own task: serialised once, checked, digested."""
+
+    event: NewEvent
+    payload: str
+    digest: bytes | None  # of the canonical payload, for events sent with an Idempotency-Key
+
+    @property
+    def key(self) -> _Key:
+        return (self.event.source, self.event.dedup_key)
+
+
+@dataclass(slots=True)
+class _Submission:
+    """One request's rows (one, or a batch's) and the future its request waits on."""
+
+    rows: list[_Row]
+    future: asyncio.Future[list[Outcome]]
+
+    @property
+    def may_conflict(self) -> bool:
+        """A batch with client keys: one conflicting row must undo the others."""
+        return len(self.rows) > 1 and any(row.digest is not None for row in self.rows)
+
+
+def prepare(event: NewEvent) -> _Row:
+    """Serialise the payload and refuse what PostgreSQL could not store (422)."""
+    keyed = is_keyed(event.dedup_key)
+    payload_bytes = canonical_json(event.payload) if keyed else orjson.dumps(event.payload)
+    payload = payload_bytes.decode()
+    texts = (event.type, event.subject, event.dedup_key, event.origin or "")
+    if "\\u0000" in payload or any("\x00" in text for text in texts):
+        # PostgreSQL stores no NUL in text or jsonb; refused here, it cannot fail a shared batch.
+        raise Unprocessable(
+            "the payload contains a NUL character (\\u0000), which cannot be stored"
+        )
+    if any(len(text.encode()) > MAX_IDENTITY_BYTES for text in texts):
+        raise Unprocessable(
+            f"the event's type, subject or key is longer than {MAX_IDENTITY_BYTES} bytes"
+        )
+    return _Row(event, payload, hashlib.sha256(payload_bytes).digest() if keyed else None)
 
 
 class GroupCommitter:
@@ -63,7 +117,7 @@ class GroupCommitter:
         self._engine = engine
         self._max_batch = max_batch
         self._flushers = flushers
-        self._queue: asyncio.Queue[_Item] = asyncio.Queue()
+        self._queue: asyncio.Queue[_Submission] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -80,15 +134,20 @@ class GroupCommitter:
 
     async def submit(self, event: NewEvent) -> Outcome:
         """Store the event and its deliveries; returns once they are committed."""
-        payload = orjson.dumps(event.payload).decode()
-        texts = (event.type, event.subject, event.dedup_key, event.origin or "")
-        if "\\u0000" in payload or any("\x00" in text for text in texts):
-            # PostgreSQL stores no NUL in text or jsonb; refused here, it cannot fail a shared batch.
-            raise Unprocessable(
-                "the payload contains a NUL character (\\u0000), which cannot be stored"
-            )
-        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(((event, payload), future))
+        return (await self.submit_many([event]))[0]
+
+    async def submit_many(self, events: Sequence[NewEvent]) -> list[Outcome]:
+        """Store a batch's events in one transaction; a row that cannot be stored names its index."""
+        rows = []
+        for index, event in enumerate(events):
+            try:
+                rows.append(prepare(event))
+            except Unprocessable as exc:
+                if len(events) == 1:
+                    raise
+                raise Unprocessable(f"row {index}: {exc.detail}", index=index) from None
+        future: asyncio.Future[list[Outcome]] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Submission(rows, future))
         return await future
 
     async def _run(self) -> None:
@@ -101,122 +160,118 @@ class GroupCommitter:
     async def _commit_batches(self, held: HeldConnection) -> None:
         while True:
             batch = [await self._queue.get()]
-            while len(batch) < self._max_batch and not self._queue.empty():
+            size = len(batch[0].rows)
+            while size < self._max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
+                size += len(batch[-1].rows)
             try:
-                with batch_span("ingest group commit", [e.traceparent for (e, _), _ in batch]):
-                    items = [item for item, _ in batch]
-                    outcomes = await held.run(partial(self._flush, items=items))
+                traces = [row.event.traceparent for s in batch for row in s.rows]
+                with batch_span("ingest group commit", traces):
+                    outcomes = await held.run(partial(self._flush, submissions=batch))
             except Exception as exc:
                 # The transaction did not commit (or we cannot know that it did): nobody gets a 200.
-                log.warning("ingest commit failed for %d events: %s", len(batch), _reason(exc))
+                log.warning("ingest commit failed for %d events: %s", size, _reason(exc))
                 error = ServiceUnavailable("the database is unavailable; retry later")
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(error)
+                for submission in batch:
+                    if not submission.future.done():
+                        submission.future.set_exception(error)
             else:
-                for (_, future), outcome in zip(batch, outcomes, strict=True):
-                    if not future.done():
-                        future.set_result(outcome)
+                for submission, outcome in zip(batch, outcomes, strict=True):
+                    if not submission.future.done():
+                        submission.future.set_result(outcome)
             finally:
                 for _ in batch:
                     self._queue.task_done()
 
     async def _flush(
-        self, conn: AsyncConnection, items: Sequence[tuple[NewEvent, str]]
-    ) -> list[Outcome]:
-        events = [event for event, _ in items]
-        payloads = {id(event): payload for event, payload in items}
+        self, conn: AsyncConnection, submissions: Sequence[_Submission]
+    ) -> list[list[Outcome]]:
+        rows = [row for submission in submissions for row in submission.rows]
         # The first of several identical requests in one batch is the one stored.
-        firsts: dict[tuple[str, str], NewEvent] = {}
-        for event in events:
-            firsts.setdefault((event.source, event.dedup_key), event)
+        firsts: dict[_Key, _Row] = {}
+        for row in rows:
+            firsts.setdefault(row.key, row)
         batch = list(firsts.values())
-        deliveries = [(e, d) for e in batch for d in e.deliveries]
+        deliveries = [(r.event, d) for r in batch for d in r.event.deliveries]
         args = (
-            [e.id for e in batch],
-            [e.source for e in batch],
-            [e.type for e in batch],
-            [e.subject for e in batch],
-            [e.dedup_key for e in batch],
-            [e.origin for e in batch],
-            [e.occurred_at for e in batch],
-            [e.request_id for e in batch],
-            [orjson.dumps(e.headers).decode() for e in batch],
-            [payloads[id(e)] for e in batch],
-            [e.raw_body for e in batch],
+            [r.event.id for r in batch],
+            [r.event.source for r in batch],
+            [r.event.type for r in batch],
+            [r.event.subject for r in batch],
+            [r.event.dedup_key for r in batch],
+            [r.event.origin for r in batch],
+            [r.event.occurred_at for r in batch],
+            [r.event.request_id for r in batch],
+            [orjson.dumps(r.event.headers).decode() for r in batch],
+            [r.payload for r in batch],
+            [r.event.raw_body for r in batch],
+            [r.digest for r in batch],
             [new_id() for _ in deliveries],
             [e.id for e, _ in deliveries],
             [d.route for _, d in deliveries],
             [d.target for _, d in deliveries],
             [e.subject for e, _ in deliveries],
-            [e.traceparent for e in batch],
+            [r.event.traceparent for r in batch],
         )
+        # Usually one statement, one round trip, its own transaction: events, deliveries, NOTIFY.
+        # A keyed batch needs an explicit transaction: a conflicting row must undo its siblings.
+        atomic = any(submission.may_conflict for submission in submissions)
         raw = (await conn.get_raw_connection()).driver_connection
         assert raw is not None
-        # One statement, one round trip, its own transaction: events, deliveries, NOTIFY.
-        rows = await raw.fetch(_FLUSH_SQL, *args)
-        new_ids = {row[0] for row in rows}
-        missing = [k for k, e in firsts.items() if e.id not in new_ids]
-        existing = await self._existing_ids(conn, missing)
-        return [_outcome(e, firsts, new_ids, existing) for e in events]
-
-    @staticmethod
-    async def _existing_ids(
-        conn: Any, keys: list[tuple[str, str]]
-    ) -> dict[tuple[str, str], uuid.UUID]:
-        if not keys:
-            return {}
-        async with conn.begin():  # ended here: the kept connection stays in autocommit
-            result = await conn.execute(
-                select(Event.source, Event.dedup_key, Event.id).where(
-                    tuple_(Event.source, Event.dedup_key).in_(keys)
-                )
-            )
-        return {(source, key): event_id for source, key, event_id in result}
+        async with raw.transaction() if atomic else contextlib.nullcontext():
+            new_ids = {row[0] for row in await raw.fetch(_FLUSH_SQL, *args)}
+            missing = [key for key, row in firsts.items() if row.event.id not in new_ids]
+            existing = await _existing(raw, missing)
+            outcomes = [
+                [_outcome(row, firsts, new_ids, existing) for row in submission.rows]
+                for submission in submissions
+            ]
+            undo = _undone(submissions, outcomes, new_ids)
+            if undo:
+                await raw.execute(_UNDO_SQL, undo)
+        return outcomes
 
 
-def _event_row(event: NewEvent) -> dict[str, Any]:
-    return {
-        "id": event.id,
-        "source": event.source,
-        "type": event.type,
-        "subject": event.subject,
-        "dedup_key": event.dedup_key,
-        "origin": event.origin,
-        "occurred_at": event.occurred_at,
-        "request_id": event.request_id,
-        "headers": event.headers,
-        "payload": event.payload,
-        "raw_body": event.raw_body,
-    }
-
-
-def _delivery_row(event: NewEvent, route: str, target: str) -> dict[str, Any]:
-    return {
-        "id": new_id(),
-        "event_id": event.id,
-        "route": route,
-        "target": target,
-        "ordering_key": event.subject,
-    }
+async def _existing(raw: Any, keys: list[_Key]) -> dict[_Key, tuple[uuid.UUID, bytes | None]]:
+    """The stored event id and payload digest of each key that was already taken."""
+    if not keys:
+        return {}
+    found = await raw.fetch(_EXISTING_SQL, [k[0] for k in keys], [k[1] for k in keys])
+    return {(r["source"], r["dedup_key"]): (r["id"], r["payload_hash"]) for r in found}
 
 
 def _outcome(
-    event: NewEvent,
-    firsts: dict[tuple[str, str], NewEvent],
+    row: _Row,
+    firsts: dict[_Key, _Row],
     new_ids: set[uuid.UUID],
-    existing: dict[tuple[str, str], uuid.UUID],
+    existing: dict[_Key, tuple[uuid.UUID, bytes | None]],
 ) -> Outcome:
-    key = (event.source, event.dedup_key)
-    first = firsts[key]
-    if first is event and event.id in new_ids:
-        return Outcome(event.id, duplicate=False, deliveries=len(event.deliveries))
-    original = first.id if first.id in new_ids else existing[key]
-    if first is event and original == event.id:
-        # Our own row, committed by an attempt whose reply was lost (see HeldConnection.run).
-        return Outcome(event.id, duplicate=False, deliveries=len(event.deliveries))
-    return Outcome(original, duplicate=True, deliveries=0)
+    first = firsts[row.key]
+    if first is row and row.event.id in new_ids:
+        return Outcome(row.event.id, duplicate=False, deliveries=len(row.event.deliveries))
+    if first.event.id in new_ids:
+        original, digest = first.event.id, first.digest
+    else:
+        original, digest = existing[row.key]
+        if first is row and original == row.event.id:
+            # Our own row, committed by an attempt whose reply was lost (see HeldConnection.run).
+            return Outcome(row.event.id, duplicate=False, deliveries=len(row.event.deliveries))
+    # A stored event without a digest predates migration 0004: nothing to compare, a duplicate.
+    conflict = row.digest is not None and digest is not None and digest != row.digest
+    return Outcome(original, duplicate=True, deliveries=0, conflict=conflict)
+
+
+def _undone(
+    submissions: Sequence[_Submission], outcomes: list[list[Outcome]], new_ids: set[uuid.UUID]
+) -> list[uuid.UUID]:
+    """The rows just inserted for batches that have a conflicting row: all or nothing."""
+    return [
+        row.event.id
+        for submission, results in zip(submissions, outcomes, strict=True)
+        if submission.may_conflict and any(result.conflict for result in results)
+        for row in submission.rows
+        if row.event.id in new_ids
+    ]
 
 
 def _reason(exc: BaseException) -> str:

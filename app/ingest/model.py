@@ -37,9 +37,11 @@ class NewEvent:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    event_id: uuid.UUID
+    event_id: uuid.UUID  # the event stored, or for a duplicate the one stored first
     duplicate: bool
     deliveries: int
+    # The event's Idempotency-Key names a stored event with another payload: nothing was stored.
+    conflict: bool = False
 
     def reply(self) -> dict[str, Any]:
         return {
@@ -48,3 +50,16 @@ class Outcome:
             "duplicate": self.duplicate,
             "deliveries": self.deliveries,
         }
+
+
+def batch_reply(outcomes: list[Outcome]) -> dict[str, Any]:
+    """A batch's reply: every row was accepted, `duplicates` of them were already stored."""
+    return {
+        "status": "accepted",
+        "accepted": len(outcomes),
+        "duplicates": sum(outcome.duplicate for outcome in outcomes),
+        "events": [
+            {"event_id": str(o.event_id), "duplicate": o.duplicate, "deliveries": o.deliveries}
+            for o in outcomes
+        ],
+    }

@@ -14,6 +14,21 @@ class Accepted(BaseModel):
     deliveries: int
 
 
+class BatchEvent(BaseModel):
+    event_id: str
+    duplicate: bool
+    deliveries: int
+
+
+class BatchAccepted(BaseModel):
+    """A 1C batch: every row accepted (all or nothing); `duplicates` of them were stored before."""
+
+    status: str = "accepted"
+    accepted: int
+    duplicates: int
+    events: list[BatchEvent]
+
+
 class Problem(BaseModel):
     type: str
     title: str
@@ -28,7 +43,9 @@ ERROR_REPLIES: dict[int | str, dict[str, Any]] = {
     for status, text in {
         400: "Malformed body",
         401: "Not authenticated",
-        413: "Body over MMHUB_MAX_BODY_BYTES",
+        408: "The body did not arrive within MMHUB_BODY_TIMEOUT",
+        409: "Idempotency-Key reused with a different payload (`event_id`: the stored event)",
+        413: "Body over MMHUB_MAX_BODY_BYTES, or a batch over MMHUB_MAX_BATCH_ROWS rows",
         415: "Unsupported media type",
         422: "Well-formed but unusable",
         503: "Database unavailable; retry after Retry-After seconds",

@@ -36,8 +36,12 @@ def build_cloudevent(event_row: Mapping[str, Any]) -> dict[str, Any]:
         urn = f"{urn}:{origin}"
     when = event_row.get("occurred_at") or event_row["received_at"]
     payload = event_row["payload"]
+    extensions = {}
     if source == "onec" and isinstance(payload, Mapping) and "data" in payload:
-        # 1C payloads are stored as the hub's envelope; targets get the object's own data.
+        # 1C payloads are stored as the hub's envelope; targets get the object's own data, and
+        # the version it was read at as the extension attribute `dataversion` (when 1C sent one).
+        if payload.get("data_version"):
+            extensions["dataversion"] = str(payload["data_version"])
         payload = payload["data"]
     return {
         "specversion": "1.0",
@@ -47,6 +51,7 @@ def build_cloudevent(event_row: Mapping[str, Any]) -> dict[str, Any]:
         "subject": event_row["subject"],
         "time": rfc3339_utc(when),
         "datacontenttype": "application/json",
+        **extensions,
         "data": payload,
     }
 

@@ -65,3 +65,13 @@ def test_time_falls_back_to_received_at_in_utc() -> None:
     moscow = timezone(timedelta(hours=3))
     local = datetime(2025, 12, 18, 11, 38, 44, tzinfo=moscow)
     assert build_cloudevent(row(occurred_at=local))["time"] == "2025-12-18T08:38:44Z"
+
+
+def test_onec_data_version_is_the_dataversion_extension() -> None:
+    envelope = {"type": "Документ.X", "ref": "r", "data_version": "AAAABAAAAAA=", "data": {"n": 1}}
+    event = build_cloudevent(row(source="onec", origin=None, payload=envelope))
+    assert event["dataversion"] == "AAAABAAAAAA="
+    assert event["data"] == {"n": 1}
+    without = build_cloudevent(row(source="onec", payload={**envelope, "data_version": None}))
+    assert "dataversion" not in without
+    assert "dataversion" not in build_cloudevent(row())

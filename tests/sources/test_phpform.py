@@ -173,7 +173,7 @@ def test_depth_limit() -> None:
     for _ in range(MAX_DEPTH):
         value = value["k"]
     assert value == "v"
-    with pytest.raises(FormError, match="deeper than 16"):
+    with pytest.raises(FormError, match="deeper than 32"):
         parse_php_form(b"a" + b"[k]" * (MAX_DEPTH + 1) + b"=v")
 
 

@@ -27,7 +27,7 @@ from urllib.parse import unquote_to_bytes
 
 from app.sources.errors import MalformedError
 
-MAX_DEPTH = 16  # bracket levels per name (PHP's max_input_nesting_level, but we refuse loudly)
+MAX_DEPTH = 32  # bracket levels per name (PHP's max_input_nesting_level, but we refuse loudly)
 MAX_FIELDS = 1000  # PHP's max_input_vars
 
 # Bitrix24 posts JavaScript's undefined as text, e.g. data[FIELDS_BEFORE]=undefined.

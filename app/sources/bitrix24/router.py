@@ -23,6 +23,7 @@ from app.sources.bitrix24.parse import Bitrix24Event, parse_b24
 from app.sources.bitrix24.phpform import parse_php_form
 from app.sources.bitrix24.verify import authenticate_installed
 from app.sources.errors import MalformedError, ShapeError
+from app.sources.jsonlimits import check_json_limits
 
 router = APIRouter(tags=["ingest"])
 
@@ -64,11 +65,13 @@ def _parse_body(request: Request, body: bytes) -> dict[str, Any]:
         if kind == "application/x-www-form-urlencoded":
             return parse_php_form(body)
         if kind == "application/json":
-            parsed = orjson.loads(body)
+            text = body.decode()
+            check_json_limits(text)  # before orjson's own recursion, or anything else's
+            parsed = orjson.loads(text)
             if isinstance(parsed, dict):
                 return parsed
             raise BadRequest("a JSON body must be an object")
-    except (MalformedError, orjson.JSONDecodeError) as exc:
+    except (MalformedError, orjson.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BadRequest(f"the body cannot be parsed: {exc}") from None
     raise UnsupportedMediaType(
         f"expected application/x-www-form-urlencoded or application/json, got {kind or 'none'}"

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from app.sources.errors import MalformedError
+from app.sources.jsonlimits import check_json_limits
 
 FALLBACK_CHARSET = "windows-1251"  # older 1C bases and hand-written HTTP services use cp1251
 EXCERPT_CHARS = 80  # error messages may end up in logs and problem replies: keep them short
@@ -50,16 +51,18 @@ def decode_1c_json(body: bytes, content_type_charset: str | None) -> Any:
     Raises:
         BodyError: empty body, no charset decodes it, or the text is not JSON. The message
             quotes at most ``EXCERPT_CHARS`` characters of the body.
+        JsonLimitError: nested too deep or too many keys (see ``app.sources.jsonlimits``).
     """
     text = _decode_text(body, content_type_charset)
     if not text.strip():
         raise BodyError("body is empty")
+    check_json_limits(text)
     try:
         return _loads(text)
     except json.JSONDecodeError as exc:  # orjson.JSONDecodeError subclasses it
         where = f"{exc.msg} at line {exc.lineno} column {exc.colno}"
         raise BodyError(f"body is not valid JSON ({where}): {_excerpt(text)}") from None
-    except (ValueError, RecursionError) as exc:  # NaN in the json fallback, absurd nesting
+    except (ValueError, TypeError, RecursionError) as exc:  # NaN (json fallback), deep nesting
         raise BodyError(f"body is not valid JSON ({exc}): {_excerpt(text)}") from None
 
 

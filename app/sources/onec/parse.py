@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from app.sources.errors import ShapeError
@@ -84,7 +85,7 @@ def parse_1c(obj: Any) -> OneCEvent:
         ref=_guid(obj.get("ref"), "ref"),
         data_version=_optional_text(obj, "data_version"),
         data=data,
-        occurred_at=_date(obj) or _date(data),
+        occurred_at=_date(obj) or _date(data, strict=False),
     )
 
 
@@ -129,7 +130,7 @@ def _from_object(type_name: str, obj: dict[str, Any], ref_field: str, where: str
         ref=_guid(obj.get(ref_field), where + ref_field),
         data_version=_optional_text(obj, "DataVersion", where),
         data=obj,
-        occurred_at=_date(obj),
+        occurred_at=_date(obj, where),
     )
 
 
@@ -161,11 +162,25 @@ def _guid(value: Any, field: str) -> str:
     return value.lower()
 
 
-def _date(obj: dict[str, Any]) -> str | None:
+def _date(obj: dict[str, Any], where: str = "", *, strict: bool = True) -> str | None:
+    """The object's `Date` as given, once it is known to be an ISO 8601 date in years 1-9999.
+
+    1C serialises its own dates that way, so a `Date` that is not one is refused (422) rather than
+    passed on; inside an envelope's free-form `data` (``strict=False``) it is only not used.
+    """
     for field in ("Date", "date"):
         value = obj.get(field)
-        if isinstance(value, str) and value and value != _EMPTY_1C_DATE:
-            return value
+        if not isinstance(value, str) or not value or value == _EMPTY_1C_DATE:
+            continue
+        try:
+            datetime.fromisoformat(value)
+        except ValueError:
+            if strict:
+                raise ShapeError(
+                    f"'{where}{field}' must be an ISO 8601 date in years 1-9999, got {value!r:.40}"
+                ) from None
+            continue
+        return value
     return None
 
 
