@@ -1,7 +1,7 @@
 """bitrix24 writes: the hub's own REST writes, for echo suppression
 
-Revision ID: 0008_b24_writes
-Revises: 0004_observe
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-12-03 10:00:00
 """
 
@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0008_b24_writes"
-down_revision: str | None = "0004_observe"
+revision: str = "0008"
+down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,7 +1,7 @@
 """bitrix24 watermarks: how far reconciliation has read each portal's records of each entity
 
-Revision ID: 0009_b24_watermarks
-Revises: 0008_b24_writes
+Revision ID: 0009
+Revises: 0008
 Create Date: 2026-12-03 10:10:00
 """
 
@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0009_b24_watermarks"
-down_revision: str | None = "0008_b24_writes"
+revision: str = "0009"
+down_revision: str | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,7 +1,7 @@
 """bitrix24 installs: OAuth tokens of the hub as a local application, encrypted
 
-Revision ID: 0006_b24_installs
-Revises: 0004_coalesce
+Revision ID: 0005
+Revises: 0004
 Create Date: 2026-12-03 09:00:00
 """
 
@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0006_b24_installs"
-down_revision: str | None = "0004_coalesce"
+revision: str = "0005"
+down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,7 +1,7 @@
 """observe: the ingest span's traceparent stored with each event
 
-Revision ID: 0004_observe
-Revises: 0007_b24_offline
+Revision ID: 0007
+Revises: 0006
 Create Date: 2026-12-03 09:00:00
 """
 
@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0004_observe"
-down_revision: str | None = "0007_b24_offline"
+revision: str = "0007"
+down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -4,8 +4,8 @@ Only events that came with an Idempotency-Key get a hash (the SHA-256 of their c
 payload). Rows stored before this revision have none: a key that matches one of them is answered as
 a duplicate, as before, since there is nothing to compare (see app/ingest/committer.py).
 
-Revision ID: 0004_ingest
-Revises: 0008_b24_writes
+Revision ID: 0010
+Revises: 0009
 Create Date: 2026-12-03 09:20:00
 """
 
@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0004_ingest"
-down_revision: str | None = "0008_b24_writes"
+revision: str = "0010"
+down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,7 +1,7 @@
 """bitrix24 offline: the process id of a portal's offline batch read and not yet cleared
 
-Revision ID: 0007_b24_offline
-Revises: 0006_b24_installs
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-12-03 09:30:00
 """
 
@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0007_b24_offline"
-down_revision: str | None = "0006_b24_installs"
+revision: str = "0006"
+down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
