@@ -256,12 +256,21 @@ class Admin(_Model):
     tokens: list[AdminToken] = Field(default_factory=list)
 
 
+class Retention(_Model):
+    """`retention: {older_than: 30d, every: 1h}`: a relay purges on this schedule (one at a time)."""
+
+    older_than: Duration
+    every: Duration = timedelta(hours=1)
+    include_dead: bool = False
+
+
 class HubConfig(_Model):
     admin: Admin = Field(default_factory=Admin)
     sources: Sources = Field(default_factory=Sources)
     targets: dict[str, Target] = Field(default_factory=dict)
     routes: list[Route] = Field(default_factory=list)
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    retention: Retention | None = None
 
     @model_validator(mode="after")
     def _routes_name_known_targets(self) -> HubConfig:

@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     token_keys: SecretStr | None = None
     # How often the relay reads backlog, lag, pauses and breakers into its gauges.
     gauges_interval: Duration = timedelta(seconds=5)
+    # What GET /health reports: the image sets them from its build arguments; a checkout reads git.
+    git_revision: str | None = None
+    build_time: str | None = None
     hub: HubConfig = Field(default_factory=HubConfig)
 
     @property

@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from importlib.metadata import version
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -151,6 +152,7 @@ async def _deliver_one(
         cwd=outside,
         PYTHONPATH="",
         MMHUB_QUEUE_NAME="image-layout",
+        MMHUB_GIT_REVISION="0123abc",  # as the Dockerfile sets it from its build argument
     )
     try:
         async with engine.connect() as conn:
@@ -158,12 +160,19 @@ async def _deliver_one(
         assert {"events", "deliveries", "delivery_attempts", "alembic_version"} <= tables
         ports = await roles.start_hub()
         async with httpx.AsyncClient(timeout=10) as client:
+            health = (await client.get(f"http://127.0.0.1:{ports['api']}/health")).json()
             reply = await client.post(
                 f"http://127.0.0.1:{ports['api']}/webhooks/bitrix24",
                 content=deal(9001),
                 headers=FORM,
             )
         assert reply.status_code == 200, reply.text
+        assert health == {
+            "status": "ok",
+            "version": version("mmhub"),
+            "git_revision": "0123abc",
+            "build_time": None,
+        }
 
         async def delivered() -> bool:
             async with engine.connect() as conn:
