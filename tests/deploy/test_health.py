@@ -6,15 +6,23 @@ import subprocess
 from collections.abc import Callable
 from importlib.metadata import version
 
+import pytest
+
 from app.settings import Settings
 from tests.http_app import running_app
 from tests.roles import ROOT
 
 
-async def test_a_checkout_reports_its_git_revision(settings_for: Callable[..., Settings]) -> None:
-    head = subprocess.run(
+@pytest.fixture
+def head() -> str:
+    return subprocess.run(
         ["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
     ).stdout.strip()
+
+
+async def test_a_checkout_reports_its_git_revision(
+    settings_for: Callable[..., Settings], head: str
+) -> None:
     async with running_app(settings_for()) as client:
         reply = await client.get("/health")
     assert reply.status_code == 200

@@ -10,8 +10,8 @@ import os
 import shutil
 import subprocess
 import tempfile
-from importlib.metadata import version
 from collections.abc import AsyncIterator, Iterator
+from importlib.metadata import version
 from pathlib import Path
 
 import httpx
