@@ -19,7 +19,9 @@ ARG GIT_REVISION=unknown
 ARG BUILD_TIME=unknown
 RUN useradd --system --uid 10001 --home-dir /srv/mmhub mmhub
 WORKDIR /srv/mmhub
-COPY --from=build /srv/mmhub /srv/mmhub
+# Only the virtualenv: the code runs from its site-packages (migrations included), as in
+# tests/deploy/test_image_layout.py, never from a copy of the sources.
+COPY --from=build /srv/mmhub/.venv /srv/mmhub/.venv
 ENV PATH=/srv/mmhub/.venv/bin:$PATH PYTHONUNBUFFERED=1 MMHUB_HOST=0.0.0.0 \
     MMHUB_GIT_REVISION=$GIT_REVISION MMHUB_BUILD_TIME=$BUILD_TIME
 # The numeric id, so a host (or Kubernetes' runAsNonRoot) can tell it is not root.

@@ -28,6 +28,17 @@ from tests.roles import ROOT, Processes
 DATABASE = "mmhub_image_layout"
 
 
+def dockerfile_sync() -> list[str]:
+    """The arguments of the Dockerfile's last `RUN uv sync` (the one that installs the project)."""
+    runs = [
+        line.split()[2:]
+        for line in (ROOT / "Dockerfile").read_text().splitlines()
+        if line.startswith("RUN uv sync ")
+    ]
+    assert runs and "--no-editable" in runs[-1] and "--no-default-groups" in runs[-1], runs
+    return runs[-1]
+
+
 @pytest.fixture(scope="module")
 def installed() -> Iterator[Path]:
     """The virtualenv the image would hold; yields its bin directory."""
@@ -35,11 +46,9 @@ def installed() -> Iterator[Path]:
     venv = Path(tempfile.mkdtemp(prefix="mmhub-image-"))
     env = {**os.environ, "UV_PROJECT_ENVIRONMENT": str(venv), "UV_PYTHON_DOWNLOADS": "never"}
     env.pop("VIRTUAL_ENV", None)
-    # The Dockerfile's flags; uv keys its cache of the project's own wheel on pyproject.toml only,
-    # so the wheel is rebuilt from this code.
-    sync = ["sync", "--locked", "--no-default-groups", "--no-editable", "--offline", "--quiet"]
+    # uv keys its cache of the project's own wheel on pyproject.toml only: rebuild it from this code.
     subprocess.run(
-        [uv, *sync, "--reinstall-package", "mmhub"],
+        [uv, *dockerfile_sync(), "--offline", "--quiet", "--reinstall-package", "mmhub"],
         cwd=ROOT,
         env=env,
         check=True,
