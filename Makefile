@@ -24,7 +24,7 @@ run: install ## the hub on embedded PostgreSQL and Valkey (or MMHUB_DATABASE_URL
 	$(DEV_DEFAULT) $(UV) run mmhub dev $(DEV_SINK)
 
 # Debian tools the tests drive, as COMMAND=PACKAGE pairs; installed by `make test` when missing.
-TEST_APT_TOOLS := promtool=prometheus prometheus=prometheus amtool=prometheus-alertmanager chromium=chromium
+TEST_APT_TOOLS := promtool=prometheus prometheus=prometheus amtool=prometheus-alertmanager chromium=chromium nginx=nginx
 
 test-tools: ## the system tools the tests drive (apt-get, when missing)
 	@bash tests/tools/ensure-apt.sh $(TEST_APT_TOOLS)

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import subprocess
+from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -10,7 +14,43 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
+from app.settings import Settings
+
 router = APIRouter(tags=["health"])
+_CHECKOUT = Path(__file__).resolve().parent.parent
+
+
+@functools.cache
+def checkout_revision() -> str | None:
+    """HEAD's commit when the code runs from a git checkout (None in an installed package)."""
+    if not (_CHECKOUT / ".git").exists():
+        return None
+    try:
+        found = subprocess.run(
+            ["git", "-C", str(_CHECKOUT), "rev-parse", "HEAD"],  # noqa: S607 - git from PATH
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return found.stdout.strip() or None
+
+
+def build_info(settings: Settings) -> dict[str, str | None]:
+    """The running code: package version, git revision and build time (None when unknown)."""
+    return {
+        "version": version("mmhub"),
+        "git_revision": settings.git_revision or checkout_revision(),
+        "build_time": settings.build_time,
+    }
+
+
+@router.get("/health")
+async def health(request: Request) -> dict[str, str | None]:
+    """Alive, and which build: what the operators' probes read."""
+    return {"status": "ok", **build_info(request.app.state.settings)}
 
 
 @router.get("/healthz")

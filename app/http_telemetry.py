@@ -24,7 +24,7 @@ from app.tracing import context_from, tracer
 
 _UNMATCHED = "unmatched"  # 404s of scanners must not each make a series
 # Probes and scrapes every few seconds would bury the webhooks' traces.
-UNTRACED = frozenset({"/metrics", "/healthz", "/readyz"})
+UNTRACED = frozenset({"/metrics", "/health", "/healthz", "/readyz"})
 
 
 class HttpTelemetry:

@@ -281,6 +281,14 @@ class Pii(_Model):
     mask_for_viewers: bool = True
 
 
+class Retention(_Model):
+    """`retention: {older_than: 30d, every: 1h}`: a relay purges on this schedule (one at a time)."""
+
+    older_than: Duration
+    every: Duration = timedelta(hours=1)
+    include_dead: bool = False
+
+
 class HubConfig(_Model):
     admin: Admin = Field(default_factory=Admin)
     pii: Pii = Field(default_factory=Pii)
@@ -288,6 +296,7 @@ class HubConfig(_Model):
     targets: dict[str, Target] = Field(default_factory=dict)
     routes: list[Route] = Field(default_factory=list)
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    retention: Retention | None = None
 
     @model_validator(mode="after")
     def _routes_name_known_targets(self) -> HubConfig:

@@ -7,12 +7,16 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
+# In a checkout and in an installed wheel alike, `migrations/` sits next to `app/` (the wheel ships
+# it as a top-level directory); pyproject.toml only exists in a checkout (it only matters there,
+# for `alembic revision`'s file names).
 _ROOT = Path(__file__).resolve().parent.parent
 
 
 def alembic_config(database_url: str) -> Config:
     """The project's Alembic configuration bound to one database."""
-    config = Config(toml_file=str(_ROOT / "pyproject.toml"))
+    pyproject = _ROOT / "pyproject.toml"
+    config = Config(toml_file=str(pyproject)) if pyproject.exists() else Config()
     config.set_main_option("script_location", str(_ROOT / "migrations"))
     config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
     return config

@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     token_keys: SecretStr | None = None
     # How often the relay reads backlog, lag, pauses and breakers into its gauges.
     gauges_interval: Duration = timedelta(seconds=5)
+    # What GET /health reports: the image sets them from its build arguments; a checkout reads git.
+    git_revision: str | None = None
+    build_time: str | None = None
     hub: HubConfig = Field(default_factory=HubConfig)
 
     @property
@@ -132,8 +135,16 @@ def load_hub_config(path: Path, *, explicit: bool = True) -> HubConfig:
         references.append(match.group(0))
         return f"__mmhub_ref_{len(references) - 1}__"
 
+    if path.is_dir():
+        # What Docker mounts when ./mmhub.yaml did not exist on the host.
+        raise ConfigError(f"MMHUB_CONFIG: {path} is a directory, not a YAML file")
     try:
-        raw = yaml.safe_load(_VAR.sub(park, path.read_text(encoding="utf-8"))) or {}
+        source = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise ConfigError(f"MMHUB_CONFIG: cannot read {path}: {reason}") from None
+    try:
+        raw = yaml.safe_load(_VAR.sub(park, source)) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):

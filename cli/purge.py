@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 
-from app.admin.actions import audit
+from app.audited_purge import audited_purge
 from app.durations import parse_duration
-from app.retention import PurgeReport, cutoff_before, purge
+from app.retention import PurgeReport, cutoff_before
 from cli.output import emit_json, say
 from cli.support import ActorOpt, JsonOpt, Sessions, default_actor, fail, run
 
@@ -42,29 +42,16 @@ def purge_command(
             say(f"\rpurged {report.events} events in {report.batches} batches", stderr=True)
 
     async def work(sessions: Sessions) -> PurgeReport:
-        report = await purge(
+        return await audited_purge(
             sessions,
             cutoff,
+            actor=who,
+            older_than=older_than,
             include_dead=include_dead,
             batch=batch,
-            progress=progress,
             duty_cycle=duty_cycle,
+            progress=progress,
         )
-        async with sessions.begin() as session:
-            audit(
-                session,
-                who,
-                "purge",
-                count=report.events,
-                details={
-                    "older_than": older_than,
-                    "cutoff": cutoff.isoformat(),
-                    "include_dead": include_dead,
-                    "deliveries": report.deliveries,
-                    "attempts": report.attempts,
-                },
-            )
-        return report
 
     report = run(work)
     if json_out:

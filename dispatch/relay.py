@@ -28,6 +28,7 @@ from dispatch.gauges import keep_gauges
 from dispatch.handover import KEY, enqueue_drain
 from dispatch.listen import listen
 from dispatch.pullers import run_pullers
+from dispatch.retention import run_retention
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,9 @@ async def run_relay(settings: Settings, stop: asyncio.Event) -> None:
     pullers = asyncio.create_task(run_pullers(settings, stop))  # Bitrix24 offline queues
     every = settings.gauges_interval.total_seconds()
     gauges = asyncio.create_task(keep_gauges(engine, targets, every, stop))
+    background = [listener, pullers, gauges]
+    if settings.hub.retention is not None:  # one relay at a time purges (an advisory lock)
+        background.append(asyncio.create_task(run_retention(engine, settings.hub.retention, stop)))
     poll = settings.relay_poll_interval.total_seconds()
     log.info("relay started for targets %s", ", ".join(targets) or "(none)")
     try:
@@ -99,7 +103,7 @@ async def run_relay(settings: Settings, stop: asyncio.Event) -> None:
             if enqueued:
                 log.debug("drain jobs enqueued for %s", ", ".join(enqueued))
     finally:
-        for task in (listener, pullers, gauges):
+        for task in background:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task

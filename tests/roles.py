@@ -23,7 +23,14 @@ def hub_ports() -> dict[str, int]:
 class Processes:
     """Starts roles with the test's servers and YAML file; `stop_all()` ends them (SIGTERM first)."""
 
-    def __init__(self, urls: tuple[str, str], config: Path, **env: str) -> None:
+    def __init__(
+        self,
+        urls: tuple[str, str],
+        config: Path,
+        command: list[str] | None = None,
+        cwd: Path = ROOT,
+        **env: str,
+    ) -> None:
         self.env = {
             **os.environ,
             "MMHUB_DATABASE_URL": urls[0],
@@ -34,6 +41,9 @@ class Processes:
             "MMHUB_LOG_LEVEL": "WARNING",
             **env,
         }
+        # The checkout's code by default; an installed `mmhub` for the image-layout test.
+        self.command = command or [sys.executable, "-m", "cli"]
+        self.cwd = cwd
         self.running: list[subprocess.Popen[bytes]] = []
         self.logs = config.parent
 
@@ -41,9 +51,9 @@ class Processes:
         """Start one role; its stderr (JSON log lines) goes to `log_of(role)`."""
         with self.log_of(role).open("ab") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "cli", role],
+                [*self.command, role],
                 env={**self.env, **env},
-                cwd=ROOT,
+                cwd=self.cwd,
                 stderr=log,
             )
         self.running.append(process)
