@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     queue_name: str = "mmhub"
     # Relay and worker serve Prometheus metrics on this port when set (the API serves /metrics).
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    # The outage spool (app/ingest/spool.py): where events wait while PostgreSQL is down
+    # (default STATE_DIR/spool) and how many bytes of them one API process keeps at most (0 = off).
+    spool_dir: Path | None = None
+    spool_max_bytes: int = Field(default=256 * 1024 * 1024, ge=0)
     hub: HubConfig = Field(default_factory=HubConfig)
 
     @property
@@ -64,6 +68,10 @@ class Settings(BaseSettings):
         if not self.database_url:
             raise ConfigError("MMHUB_DATABASE_URL: not set and no embedded server was started")
         return self.database_url
+
+    @property
+    def spool_path(self) -> Path:
+        return self.spool_dir or self.state_dir / "spool"
 
     @property
     def require_redis_url(self) -> str:

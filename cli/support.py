@@ -56,7 +56,7 @@ ReasonOpt = Annotated[str | None, typer.Option("--reason", help="why, for the au
 
 def register(app: typer.Typer) -> None:
     """Add the support commands to the `mmhub` app."""
-    from cli import deliveries, events, purge, replay, targets, tokens
+    from cli import deliveries, events, purge, replay, spool, targets, tokens
 
     app.add_typer(deliveries.app, name="deliveries", help="Search, inspect, cancel deliveries.")
     app.add_typer(events.app, name="events", help="Search and inspect received events.")
@@ -66,6 +66,7 @@ def register(app: typer.Typer) -> None:
     app.command("stats")(targets.stats)
     app.command("admin-token")(tokens.admin_token)
     app.command("purge")(purge.purge_command)
+    app.add_typer(spool.app, name="spool", help="The outage spool: events waiting for PostgreSQL.")
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

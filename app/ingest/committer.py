@@ -77,13 +77,7 @@ class GroupCommitter:
 
     async def submit(self, event: NewEvent) -> Outcome:
         """Store the event and its deliveries; returns once they are committed."""
-        payload = orjson.dumps(event.payload).decode()
-        texts = (event.type, event.subject, event.dedup_key, event.origin or "")
-        if "\\u0000" in payload or any("\x00" in text for text in texts):
-            # PostgreSQL stores no NUL in text or jsonb; refused here, it cannot fail a shared batch.
-            raise Unprocessable(
-                "the payload contains a NUL character (\\u0000), which cannot be stored"
-            )
+        payload = storable_payload(event)
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(((event, payload), future))
         return await future
@@ -159,6 +153,18 @@ class GroupCommitter:
             )
         )
         return {(source, key): event_id for source, key, event_id in result}
+
+
+def storable_payload(event: NewEvent) -> str:
+    """The payload as JSON text; Unprocessable when PostgreSQL could not store the event."""
+    payload = orjson.dumps(event.payload).decode()
+    texts = (event.type, event.subject, event.dedup_key, event.origin or "")
+    if "\\u0000" in payload or any("\x00" in text for text in texts):
+        # PostgreSQL stores no NUL in text or jsonb; refused here, it cannot fail a shared batch.
+        raise Unprocessable(
+            "the payload contains a NUL character (\\u0000), which cannot be stored"
+        )
+    return payload
 
 
 def _event_row(event: NewEvent) -> dict[str, Any]:

@@ -14,6 +14,11 @@ class Accepted(BaseModel):
     deliveries: int
 
 
+class Spooled(BaseModel):
+    status: str = "spooled"
+    event_id: str
+
+
 class Problem(BaseModel):
     type: str
     title: str
@@ -23,6 +28,10 @@ class Problem(BaseModel):
 
 
 _PROBLEM = {"model": Problem, "content": {"application/problem+json": {}}}
+_SPOOLED = {
+    "model": Spooled,
+    "description": "PostgreSQL is down: the event is kept in the outage spool, committed later",
+}
 ERROR_REPLIES: dict[int | str, dict[str, Any]] = {
     status: {**_PROBLEM, "description": text}
     for status, text in {
@@ -31,6 +40,8 @@ ERROR_REPLIES: dict[int | str, dict[str, Any]] = {
         413: "Body over MMHUB_MAX_BODY_BYTES",
         415: "Unsupported media type",
         422: "Well-formed but unusable",
-        503: "Database unavailable; retry after Retry-After seconds",
+        503: "Database unavailable and the outage spool off or full; retry after Retry-After",
     }.items()
 }
+# Every reply but the 200 (the route's response_model): the 202 of the outage spool, the errors.
+REPLIES: dict[int | str, dict[str, Any]] = {202: _SPOOLED, **ERROR_REPLIES}

@@ -7,11 +7,12 @@ from typing import Any
 
 from asgi_correlation_id import correlation_id
 from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
 
 from app.errors import BadRequest, Unprocessable, UnsupportedMediaType
 from app.ingest.body import media_type, read_body
 from app.ingest.model import NewEvent
-from app.ingest.replies import ERROR_REPLIES, Accepted
+from app.ingest.replies import REPLIES, Accepted
 from app.ingest.scrub import mask_secrets, safe_headers
 from app.ingest.service import record_event
 from app.secrets import redact, secret_values
@@ -26,18 +27,18 @@ router = APIRouter(tags=["ingest"])
 _JSON_TYPES = {"", "application/json", "text/json", "text/plain"}
 
 
-@router.post("/webhooks/1c", response_model=Accepted, responses=ERROR_REPLIES)
-async def onec_webhook(request: Request, body: bytes = Depends(read_body)) -> dict[str, Any]:
+@router.post("/webhooks/1c", response_model=Accepted, responses=REPLIES)
+async def onec_webhook(request: Request, body: bytes = Depends(read_body)) -> Response:
     """Accept the hub's envelope or 1C's XDTO JSON."""
     authenticate(request.app.state.settings.hub.sources.onec, request.headers.get("authorization"))
     obj = _decode(request, body)
     return await _accept(request, body, obj, lambda: parse_1c(obj))
 
 
-@router.post("/webhooks/1c/{object_type}", response_model=Accepted, responses=ERROR_REPLIES)
+@router.post("/webhooks/1c/{object_type}", response_model=Accepted, responses=REPLIES)
 async def onec_odata_webhook(
     object_type: str, request: Request, body: bytes = Depends(read_body)
-) -> dict[str, Any]:
+) -> Response:
     """Accept an OData-style object (`Ref_Key`, `DataVersion`) whose type is in the path."""
     authenticate(request.app.state.settings.hub.sources.onec, request.headers.get("authorization"))
     obj = _decode(request, body)
@@ -54,7 +55,7 @@ def _decode(request: Request, body: bytes) -> Any:
         raise BadRequest(f"the body cannot be parsed: {exc}") from None
 
 
-async def _accept(request: Request, body: bytes, obj: Any, parse: Any) -> dict[str, Any]:
+async def _accept(request: Request, body: bytes, obj: Any, parse: Any) -> Response:
     try:
         parsed: OneCEvent = parse()
     except ShapeError as exc:
@@ -79,7 +80,7 @@ async def _accept(request: Request, body: bytes, obj: Any, parse: Any) -> dict[s
         request_id=correlation_id.get(),
     )
     outcome = await record_event(request, event)
-    return outcome.reply()
+    return JSONResponse(outcome.reply(), outcome.status_code)
 
 
 def _dedup_key(request: Request, event: OneCEvent, body: bytes) -> str:
