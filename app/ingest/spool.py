@@ -2,11 +2,14 @@
 
 Bitrix24 never resends, so a 503 loses its event. `Spool.submit` stands in front of the group
 commit: when the commit fails, the event is appended to this process's spool file (fsync'd) and the
-client gets 202; while any spool file holds events, new events join it, so that acceptance order
-holds. A background task drains the files into PostgreSQL in order, through the same group commit
-(dedup applies there), as soon as it answers. Each API process holds its own file under a lock; a
-restarted process takes over the file its predecessor left (and any other unlocked file with events
-in it), so no spooled event is lost by a restart and no two processes drain the same file.
+client gets 202. While any spool file in the directory holds events (this process's or another API
+process's on the host), new events join this process's file, so that acceptance order holds. A
+background task drains the files into PostgreSQL through the same group commit (dedup applies
+there) as soon as it answers, oldest record first across the host: a record waits while another
+process's file holds an older one, so the events of one subject commit in acceptance order even
+when the load balancer spread them over several processes. Each API process holds its own file under
+a lock; a restarted process takes over the file its predecessor left (and any other unlocked file
+with events in it), so no spooled event is lost by a restart and no two processes drain one file.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from datetime import datetime
 from pathlib import Path
 
 from opentelemetry.metrics import CallbackOptions, Observation, get_meter
@@ -23,11 +27,20 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.errors import ServiceUnavailable, Unprocessable
 from app.ingest.committer import GroupCommitter, storable_payload
 from app.ingest.model import NewEvent, Outcome
-from app.ingest.spoolfile import SpoolFile, decode, encode, now, slot_path, spool_files
+from app.ingest.spoolfile import (
+    SpoolFile,
+    any_pending,
+    decode,
+    encode,
+    head_of,
+    now,
+    slot_path,
+    spool_files,
+)
 
 log = logging.getLogger(__name__)
 
-_BATCH = 64  # records read from a file at a time while draining
+_BLOCKED_WAIT = 0.1  # seconds between looks while another process commits an older record
 _REJECT_AFTER = 3  # failed commits of one record, with PostgreSQL answering, before it is set aside
 _LIVE: list[Spool] = []  # the spools the depth gauge reports
 
@@ -96,7 +109,7 @@ class Spool:
 
     async def submit(self, event: NewEvent) -> Outcome:
         """Commit the event, or spool it: 200 or 202 for the client, 503 only when neither works."""
-        if self._waiting.is_set():
+        if self._waiting.is_set() or self._others_pending():
             return await self._append(event)
         try:
             return await self._committer.submit(event)
@@ -168,16 +181,21 @@ class Spool:
                 await asyncio.sleep(self._retry_every)
 
     async def _drain(self) -> None:
-        """Commit every file's events in order; raises ServiceUnavailable while PostgreSQL is down."""
-        for file in list(self._files):
-            while file.done < file.end:
-                for offset, line in await asyncio.to_thread(file.read, _BATCH):
-                    await self._commit(file, line)
-                    file.advance(offset)
-                await asyncio.to_thread(file.save_offset)
-            if file is not self._own:
-                self._files.remove(file)
-                file.close(remove=True)
+        """Commit the spooled events, oldest first; raises ServiceUnavailable while PostgreSQL is down."""
+        while (step := await asyncio.to_thread(self._next)) is not None:
+            if isinstance(step, list):  # an older record waits in another process's file
+                self._files[:0] = step  # ... or in an abandoned one, now ours
+                if not step:
+                    await asyncio.sleep(_BLOCKED_WAIT)
+                continue
+            file, offset, line = step
+            await self._commit(file, line)
+            file.advance(offset)
+            await asyncio.to_thread(file.save_offset)  # other processes read our progress
+        for file in [f for f in self._files if f is not self._own]:
+            self._files.remove(file)  # adopted and drained: left empty, as a free slot
+            await asyncio.to_thread(file.reset)
+            file.close()
         async with self._append_lock:
             own = self._own
             if own is not None and own.done == own.end and own.end > 0:
@@ -185,6 +203,27 @@ class Spool:
             if not self.events:
                 self._waiting.clear()
                 log.info("the outage spool is drained")
+
+    def _next(self) -> tuple[SpoolFile, int, bytes] | list[SpoolFile] | None:
+        """Our oldest record; or, when another file holds an older one, the files we could adopt
+        among those (their process is gone); None when we hold nothing."""
+        heads = [(head, file) for file in self._files if (head := file.peek()) is not None]
+        if not heads:
+            return None
+        (stamp, offset, line), file = min(heads, key=lambda item: item[0][0])
+        mine = {f.path for f in self._files}
+        older = [p for p in spool_files(self._directory) if p not in mine and _before(p, stamp)]
+        if not older:
+            return file, offset, line
+        return [f for p in older if (f := SpoolFile.claim(p)) is not None]
+
+    def _others_pending(self) -> bool:
+        if self._own is None:
+            return False
+        try:
+            return any_pending(self._directory, {file.path for file in self._files})
+        except OSError:
+            return False
 
     async def _commit(self, file: SpoolFile, line: bytes) -> None:
         """Commit one record, retried; a record PostgreSQL keeps refusing while up is set aside."""
@@ -217,6 +256,11 @@ class Spool:
         except Exception:
             return False
         return True
+
+
+def _before(path: Path, stamp: datetime) -> bool:
+    head = head_of(path)
+    return head is not None and head < stamp
 
 
 def _observe(_options: CallbackOptions) -> list[Observation]:

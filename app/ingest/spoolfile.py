@@ -126,6 +126,14 @@ class SpoolFile:
                 lines.append((position, line))
         return lines
 
+    def peek(self) -> tuple[datetime, int, bytes] | None:
+        """The oldest pending record: when it was spooled, the offset past it, the line."""
+        lines = self.read(1)
+        if not lines:
+            return None
+        offset, line = lines[0]
+        return stamp_of(line), offset, line
+
     def set_aside(self, line: bytes) -> None:
         """Keep a record PostgreSQL refuses (or that cannot be read) in `spool-N.rejected`."""
         with open(self.path.with_suffix(".rejected"), "ab") as handle:
@@ -151,11 +159,8 @@ class SpoolFile:
         os.ftruncate(self._fd, 0)
         self.end = self.done = self.pending = 0
 
-    def close(self, *, remove: bool = False) -> None:
-        """Release the lock; `remove` deletes a fully drained file adopted from another process."""
-        if remove:
-            self.path.unlink(missing_ok=True)
-            self.offset_path.unlink(missing_ok=True)
+    def close(self) -> None:
+        """Release the lock (the file stays: a free slot for the next process)."""
         os.close(self._fd)
 
     def _drop_torn_tail(self) -> int:
@@ -179,6 +184,38 @@ def read_offset(path: Path, end: int) -> int:
     except (OSError, ValueError):
         return 0
     return offset if 0 <= offset <= end else 0
+
+
+def stamp_of(line: bytes) -> datetime:
+    """When a record was spooled (the oldest possible time for a damaged one: it goes first)."""
+    try:
+        return datetime.fromisoformat(orjson.loads(line)["spooled_at"])
+    except (ValueError, KeyError, TypeError):
+        return datetime.min.replace(tzinfo=UTC)
+
+
+def head_of(path: Path) -> datetime | None:
+    """When the oldest pending record of a file another process holds was spooled (None: empty)."""
+    try:
+        if path.stat().st_size == 0:
+            return None
+        with open(path, "rb") as handle:
+            handle.seek(read_offset(path.with_suffix(".offset"), path.stat().st_size))
+            line = handle.readline()
+    except OSError:
+        return None
+    return stamp_of(line) if line.endswith(b"\n") else None
+
+
+def any_pending(directory: Path, mine: set[Path]) -> bool:
+    """Whether a spool file of another process holds anything (a cheap check on every request)."""
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            ours = Path(entry.path) in mine
+            named = entry.name.startswith(PREFIX) and entry.name.endswith(SUFFIX)
+            if named and not ours and entry.stat().st_size > 0:
+                return True
+    return False
 
 
 def spool_files(directory: Path) -> list[Path]:

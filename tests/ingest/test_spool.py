@@ -149,6 +149,25 @@ async def test_a_restarted_api_drains_what_its_predecessor_spooled(
     assert len(in_order) == 4
 
 
+async def test_one_subject_keeps_its_order_across_api_processes(
+    own_servers: EmbeddedServers, settings_for: Callable[..., Settings], tmp_path: Path
+) -> None:
+    settings = _settings(own_servers, settings_for, spool_dir=tmp_path / "spool")
+    own_servers.stop_postgres()
+    async with running_app(settings) as survivor:
+        async with running_app(settings) as gone:
+            older = await gone.post("/webhooks/bitrix24", content=deal(5, ts=1), headers=FORM)
+        assert older.status_code == 202  # and its process ends with it spooled
+        own_servers.start_postgres(recorded_runtime(own_servers).pg_port)
+        # PostgreSQL is back and this process's spool is empty, but another file holds an older
+        # event: the newer one must not overtake it.
+        newer = await survivor.post("/webhooks/bitrix24", content=deal(5, ts=2), headers=FORM)
+        assert newer.status_code == 202
+        await eventually(lambda: _drained(survivor), seconds=30)
+    _, in_order = await _stored(own_servers)
+    assert in_order == [older.json()["event_id"], newer.json()["event_id"]]
+
+
 async def test_a_full_or_unwritable_or_disabled_spool_gives_503(
     own_servers: EmbeddedServers, settings_for: Callable[..., Settings], tmp_path: Path
 ) -> None:
