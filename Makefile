@@ -5,7 +5,7 @@ export LC_ALL := C.UTF-8
 export UV_PYTHON_DOWNLOADS := never
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-tools lint fmt typecheck migrate bench bench-ingest bench-dispatch bench-purge check
+.PHONY: help install run test test-tools lint fmt typecheck migrate bench bench-ingest bench-dispatch bench-purge check soak
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -61,3 +61,8 @@ bench-dispatch: install ## draining a backlog and end-to-end latency vs a plain 
 PURGE_ROWS ?= 1000000
 bench-purge: install ## purge time and ingest latency during a purge, on a loaded table
 	$(UV) run python -m benchmarks.purge --rows $(PURGE_ROWS)
+
+# 5,000 events at 50/s over 60 subjects by default; SOAK_ARGS="--events 20000 --rate 100" to change.
+SOAK_ARGS ?=
+soak: install ## the fault run: load while processes are killed and servers restarted
+	$(UV) run python -m tests.soak $(SOAK_ARGS)

@@ -133,7 +133,7 @@ class Spool:
                     "the database is unavailable and the outage spool cannot be written"
                 ) from None
             self._waiting.set()
-        log.warning("database unavailable: event spooled (%d waiting)", self.events)
+        log.info("database unavailable: event spooled (%d waiting)", self.events)
         return Outcome(event.id, duplicate=False, deliveries=len(event.deliveries), spooled=True)
 
     def _claim(self) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -18,39 +17,7 @@ from app.settings import Settings
 from tests.dispatch.harness import deal, deliveries, eventually, hub_with_target, ingest
 from tests.fake_target import FakeTarget
 from tests.http_app import running_app
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-class Processes:
-    """Starts `python -m cli <role>` with the test's servers and a YAML file for the fake target."""
-
-    def __init__(self, urls: tuple[str, str], config: Path) -> None:
-        self.env = {
-            **os.environ,
-            "MMHUB_DATABASE_URL": urls[0],
-            "MMHUB_REDIS_URL": urls[1],
-            "MMHUB_CONFIG": str(config),
-            "MMHUB_VISIBILITY_TIMEOUT": "1s",
-            "MMHUB_RELAY_POLL_INTERVAL": "200ms",
-            "MMHUB_LOG_LEVEL": "WARNING",
-        }
-        self.running: list[subprocess.Popen[bytes]] = []
-
-    def start(self, role: str) -> subprocess.Popen[bytes]:
-        process = subprocess.Popen([sys.executable, "-m", "cli", role], env=self.env, cwd=ROOT)
-        self.running.append(process)
-        return process
-
-    def stop_all(self) -> None:
-        for process in self.running:
-            if process.poll() is None:
-                process.terminate()
-        for process in self.running:
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
+from tests.processes import ROOT, Processes
 
 
 @pytest.fixture
