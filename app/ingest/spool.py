@@ -5,9 +5,9 @@ commit: when the commit fails, the event is appended to this process's spool fil
 client gets 202. While any spool file in the directory holds events (this process's or another API
 process's on the host), new events join this process's file, so that acceptance order holds. A
 background task drains the files into PostgreSQL through the same group commit (dedup applies
-there) as soon as it answers, oldest record first across the host: a record waits while another
-process's file holds an older one, so the events of one subject commit in acceptance order even
-when the load balancer spread them over several processes. Each API process holds its own file under
+there) as soon as it answers, oldest first: a record waits while another process's file holds an
+older record of its subject (app/ingest/spoolorder.py), so the events of one subject commit in
+acceptance order even when the load balancer spread them over several processes. Each API process holds its own file under
 a lock; a restarted process takes over the file its predecessor left (and any other unlocked file
 with events in it), so no spooled event is lost by a restart and no two processes drain one file.
 """
@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from datetime import datetime
 from pathlib import Path
 
 from opentelemetry.metrics import CallbackOptions, Observation, get_meter
@@ -32,15 +31,16 @@ from app.ingest.spoolfile import (
     any_pending,
     decode,
     encode,
-    head_of,
     now,
     slot_path,
     spool_files,
+    stamp_of,
 )
+from app.ingest.spoolorder import Neighbours
 
 log = logging.getLogger(__name__)
 
-_BLOCKED_WAIT = 0.1  # seconds between looks while another process commits an older record
+_BLOCKED_WAIT = 0.02  # seconds between looks while another process commits an older record
 _REJECT_AFTER = 3  # failed commits of one record, with PostgreSQL answering, before it is set aside
 _LIVE: list[Spool] = []  # the spools the depth gauge reports
 
@@ -70,6 +70,7 @@ class Spool:
         self._waiting = asyncio.Event()  # set while any file holds events
         self._drainer: asyncio.Task[None] | None = None
         self._stopping = False
+        self._neighbours = Neighbours(directory)
 
     @property
     def events(self) -> int:
@@ -205,14 +206,14 @@ class Spool:
                 log.info("the outage spool is drained")
 
     def _next(self) -> tuple[SpoolFile, int, bytes] | list[SpoolFile] | None:
-        """Our oldest record; or, when another file holds an older one, the files we could adopt
-        among those (their process is gone); None when we hold nothing."""
+        """Our oldest record; or, while another file holds an older record of its subject, the
+        files we could adopt among those (their process is gone); None when we hold nothing."""
         heads = [(head, file) for file in self._files if (head := file.peek()) is not None]
         if not heads:
             return None
-        (stamp, offset, line), file = min(heads, key=lambda item: item[0][0])
-        mine = {f.path for f in self._files}
-        older = [p for p in spool_files(self._directory) if p not in mine and _before(p, stamp)]
+        (_, offset, line), file = min(heads, key=lambda item: item[0][0])
+        stamp, subject = stamp_of(line)
+        older = self._neighbours.blocking({f.path for f in self._files}, stamp, subject)
         if not older:
             return file, offset, line
         return [f for p in older if (f := SpoolFile.claim(p)) is not None]
@@ -256,11 +257,6 @@ class Spool:
         except Exception:
             return False
         return True
-
-
-def _before(path: Path, stamp: datetime) -> bool:
-    head = head_of(path)
-    return head is not None and head < stamp
 
 
 def _observe(_options: CallbackOptions) -> list[Observation]:

@@ -86,7 +86,7 @@ class SpoolFile:
         self.offset_path = path.with_suffix(".offset")
         self._fd = fd
         self.end = self._drop_torn_tail()
-        self.done = read_offset(self.offset_path, self.end)
+        self.done, self.generation = read_mark(self.offset_path, self.end)
         self.pending = _count_lines(path, self.done, self.end)
 
     @classmethod
@@ -132,7 +132,7 @@ class SpoolFile:
         if not lines:
             return None
         offset, line = lines[0]
-        return stamp_of(line), offset, line
+        return stamp_of(line)[0], offset, line
 
     def set_aside(self, line: bytes) -> None:
         """Keep a record PostgreSQL refuses (or that cannot be read) in `spool-N.rejected`."""
@@ -148,12 +148,13 @@ class SpoolFile:
 
     def save_offset(self) -> None:
         """Persist `done` (no fsync, see the module docstring)."""
-        self.offset_path.write_text(str(self.done))
+        self.offset_path.write_text(f"{self.done} {self.generation}")
 
     def reset(self) -> None:
         """Everything is committed: start the file over (offset 0 made durable first)."""
+        self.generation += 1  # tells other processes reading this file that it started over
         with open(self.offset_path, "w") as handle:
-            handle.write("0")
+            handle.write(f"0 {self.generation}")
             handle.flush()
             os.fsync(handle.fileno())
         os.ftruncate(self._fd, 0)
@@ -179,32 +180,26 @@ class SpoolFile:
 
 def read_offset(path: Path, end: int) -> int:
     """The committed offset recorded for a file of `end` bytes (0 when missing or past the end)."""
+    return read_mark(path, end)[0]
+
+
+def read_mark(path: Path, end: int) -> tuple[int, int]:
+    """The committed offset and the file's generation (how many times it was started over)."""
     try:
-        offset = int(path.read_text() or 0)
+        offset, _, generation = path.read_text().partition(" ")
+        mark = int(offset or 0), int(generation or 0)
     except (OSError, ValueError):
-        return 0
-    return offset if 0 <= offset <= end else 0
+        return 0, 0
+    return mark if 0 <= mark[0] <= end else (0, mark[1])
 
 
-def stamp_of(line: bytes) -> datetime:
-    """When a record was spooled (the oldest possible time for a damaged one: it goes first)."""
+def stamp_of(line: bytes) -> tuple[datetime, str]:
+    """When a record was spooled, and its subject (a damaged one: the oldest time, it goes first)."""
     try:
-        return datetime.fromisoformat(orjson.loads(line)["spooled_at"])
+        record = orjson.loads(line)
+        return datetime.fromisoformat(record["spooled_at"]), str(record["subject"])
     except (ValueError, KeyError, TypeError):
-        return datetime.min.replace(tzinfo=UTC)
-
-
-def head_of(path: Path) -> datetime | None:
-    """When the oldest pending record of a file another process holds was spooled (None: empty)."""
-    try:
-        if path.stat().st_size == 0:
-            return None
-        with open(path, "rb") as handle:
-            handle.seek(read_offset(path.with_suffix(".offset"), path.stat().st_size))
-            line = handle.readline()
-    except OSError:
-        return None
-    return stamp_of(line) if line.endswith(b"\n") else None
+        return datetime.min.replace(tzinfo=UTC), ""
 
 
 def any_pending(directory: Path, mine: set[Path]) -> bool:

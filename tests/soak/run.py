@@ -76,14 +76,16 @@ class Soak:
         await asyncio.sleep(max(0.0, self.start + fraction * self.plan.duration - time.monotonic()))
 
     async def load(self, http: aiohttp.ClientSession) -> None:
-        """One event every 1/rate seconds; an event waits for its subject's previous reply."""
+        """One event every 1/rate seconds, alternating between the API processes; an event waits
+        for its subject's previous reply (so acceptance order within a subject is well defined)."""
         chains: dict[int, asyncio.Task[None]] = {}
         refs = {k: str(uuid.uuid4()) for k in range(B24_SUBJECTS, self.plan.subjects)}
         for i in range(self.plan.events):
             await asyncio.sleep(max(0.0, self.start + i / self.plan.rate - time.monotonic()))
             subject = i % self.plan.subjects
             previous = chains.get(subject)
-            api = self.rig.apis[i % len(self.rig.apis)]
+            # Round by round over the subjects: a subject's successive events alternate processes.
+            api = self.rig.apis[(i // self.plan.subjects) % len(self.rig.apis)]
             chains[subject] = asyncio.create_task(
                 self.send(http, i, subject, refs.get(subject), api, previous)
             )
