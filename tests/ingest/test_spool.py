@@ -4,6 +4,7 @@ reach PostgreSQL in acceptance order, with their event ids, once it is back."""
 from __future__ import annotations
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -83,6 +84,8 @@ async def test_outage_spools_then_drains_in_order_with_the_given_ids(
         ids = [r.json()["event_id"] for r in replies]
         assert _spooled_ids(spool_dir) == ids  # appended in acceptance order, before the reply
         assert await _spool_depth(client) == 5
+        metrics = (await client.get("/metrics")).text
+        assert re.search(r"^mmhub_spool_events(\{[^}]*\})? 5\.0$", metrics, re.MULTILINE)
 
         status = _spool_status(spool_dir)
         assert [row["event_id"] for row in status] == ids
