@@ -4,8 +4,8 @@ reach PostgreSQL in acceptance order, with their event ids, once it is back."""
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable
