@@ -43,7 +43,7 @@ async def readyz(request: Request) -> JSONResponse:
         {
             "status": "ready" if ready else "unavailable",
             "checks": checks,
-            "spool": {"events": spool.events, "bytes": spool.size},
+            "spool": {"events": spool.events, "bytes": spool.size, "active": spool.active},
         },
         status_code=200 if ready else 503,
     )

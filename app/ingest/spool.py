@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from pathlib import Path
 
 from opentelemetry.metrics import CallbackOptions, Observation, get_meter
@@ -40,9 +41,13 @@ from app.ingest.spoolorder import Neighbours
 
 log = logging.getLogger(__name__)
 
+_BATCH = 64  # records committed together while draining (of distinct subjects)
 _BLOCKED_WAIT = 0.02  # seconds between looks while another process commits an older record
 _REJECT_AFTER = 3  # failed commits of one record, with PostgreSQL answering, before it is set aside
-_LIVE: list[Spool] = []  # the spools the depth gauge reports
+_LIVE: list[Spool] = []
+_Record = tuple[
+    SpoolFile, int, bytes
+]  # a spooled record, the offset just past it, its line  # the spools the depth gauge reports
 
 
 class Spool:
@@ -76,6 +81,11 @@ class Spool:
     def events(self) -> int:
         """Events waiting in this process's spool files."""
         return sum(file.pending for file in self._files)
+
+    @property
+    def active(self) -> bool:
+        """New events go to the spool (it holds events, or has not finished draining them)."""
+        return self._waiting.is_set()
 
     @property
     def size(self) -> int:
@@ -184,15 +194,18 @@ class Spool:
     async def _drain(self) -> None:
         """Commit the spooled events, oldest first; raises ServiceUnavailable while PostgreSQL is down."""
         while (step := await asyncio.to_thread(self._next)) is not None:
-            if isinstance(step, list):  # an older record waits in another process's file
-                self._files[:0] = step  # ... or in an abandoned one, now ours
-                if not step:
+            batch, adopted = step
+            self._files[:0] = adopted  # abandoned files that held older records: ours now
+            if not batch:
+                if not adopted:  # another process commits an older record of the subject first
                     await asyncio.sleep(_BLOCKED_WAIT)
                 continue
-            file, offset, line = step
-            await self._commit(file, line)
-            file.advance(offset)
-            await asyncio.to_thread(file.save_offset)  # other processes read our progress
+            # Distinct subjects: committed together, they share the group commit's transactions.
+            await asyncio.gather(*(self._commit(file, line) for file, _, line in batch))
+            for file, offset, _ in batch:
+                file.advance(offset)
+            for file in {id(file): file for file, _, _ in batch}.values():
+                await asyncio.to_thread(file.save_offset)  # other processes read our progress
         for file in [f for f in self._files if f is not self._own]:
             self._files.remove(file)  # adopted and drained: left empty, as a free slot
             await asyncio.to_thread(file.reset)
@@ -205,18 +218,29 @@ class Spool:
                 self._waiting.clear()
                 log.info("the outage spool is drained")
 
-    def _next(self) -> tuple[SpoolFile, int, bytes] | list[SpoolFile] | None:
-        """Our oldest record; or, while another file holds an older record of its subject, the
-        files we could adopt among those (their process is gone); None when we hold nothing."""
-        heads = [(head, file) for file in self._files if (head := file.peek()) is not None]
-        if not heads:
+    def _next(self) -> tuple[list[_Record], list[SpoolFile]] | None:
+        """Our oldest records, in order, as long as their subjects differ and no other file holds
+        an older record of theirs; else the files we could adopt among those that do (their
+        process is gone). None when we hold nothing."""
+        queues = [(file, deque(lines)) for file in self._files if (lines := file.read(_BATCH))]
+        if not queues:
             return None
-        (_, offset, line), file = min(heads, key=lambda item: item[0][0])
-        stamp, subject = stamp_of(line)
-        older = self._neighbours.blocking({f.path for f in self._files}, stamp, subject)
-        if not older:
-            return file, offset, line
-        return [f for p in older if (f := SpoolFile.claim(p)) is not None]
+        mine = {file.path for file in self._files}
+        batch: list[_Record] = []
+        subjects: set[str] = set()
+        while len(batch) < _BATCH and any(queue for _, queue in queues):
+            heads = [(stamp_of(q[0][1]), f, q) for f, q in queues if q]
+            (stamp, subject), file, queue = min(heads, key=lambda head: head[0][0])
+            if subject in subjects:
+                break
+            older = self._neighbours.blocking(mine, stamp, subject)
+            if older:
+                claimed = [] if batch else [SpoolFile.claim(path) for path in older]
+                return batch, [f for f in claimed if f is not None]
+            offset, line = queue.popleft()
+            batch.append((file, offset, line))
+            subjects.add(subject)
+        return batch, []
 
     def _others_pending(self) -> bool:
         if self._own is None:

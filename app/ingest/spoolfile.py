@@ -126,14 +126,6 @@ class SpoolFile:
                 lines.append((position, line))
         return lines
 
-    def peek(self) -> tuple[datetime, int, bytes] | None:
-        """The oldest pending record: when it was spooled, the offset past it, the line."""
-        lines = self.read(1)
-        if not lines:
-            return None
-        offset, line = lines[0]
-        return stamp_of(line)[0], offset, line
-
     def set_aside(self, line: bytes) -> None:
         """Keep a record PostgreSQL refuses (or that cannot be read) in `spool-N.rejected`."""
         with open(self.path.with_suffix(".rejected"), "ab") as handle:
