@@ -201,7 +201,10 @@ class Spool:
                     await asyncio.sleep(_BLOCKED_WAIT)
                 continue
             # Distinct subjects: committed together, they share the group commit's transactions.
-            await asyncio.gather(*(self._commit(file, line) for file, _, line in batch))
+            commits = [self._commit(file, line) for file, _, line in batch]
+            for result in await asyncio.gather(*commits, return_exceptions=True):
+                if isinstance(result, BaseException):
+                    raise result  # none advances: the committed ones come back as duplicates
             for file, offset, _ in batch:
                 file.advance(offset)
             for file in {id(file): file for file, _, _ in batch}.values():
