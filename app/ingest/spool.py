@@ -234,8 +234,8 @@ class Spool:
         while len(batch) < _BATCH and any(queue for _, queue in queues):
             heads = [(stamp_of(q[0][1]), f, q) for f, q in queues if q]
             (stamp, subject), file, queue = min(heads, key=lambda head: head[0][0])
-            if subject in subjects:
-                break
+            if subject in subjects or (batch and not subject):
+                break  # a damaged record (no subject) goes alone: set aside, it advances at once
             older = self._neighbours.blocking(mine, stamp, subject)
             if older:
                 claimed = [] if batch else [SpoolFile.claim(path) for path in older]
@@ -243,6 +243,8 @@ class Spool:
             offset, line = queue.popleft()
             batch.append((file, offset, line))
             subjects.add(subject)
+            if not subject:
+                break
         return batch, []
 
     def _others_pending(self) -> bool:
