@@ -5,7 +5,7 @@ export LC_ALL := C.UTF-8
 export UV_PYTHON_DOWNLOADS := never
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-tools lint fmt typecheck migrate bench bench-ingest bench-dispatch bench-purge bench-console bench-bitrix24 check
+.PHONY: help install run test test-tools lint fmt typecheck migrate bench bench-ingest bench-dispatch bench-purge bench-console bench-bitrix24 check soak
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -67,3 +67,8 @@ bench-console: install ## console pages on 1M deliveries (p95 server time) and t
 
 bench-bitrix24: install ## 10,000 deal saves over 1,000 deals, enriched and coalesced, at the fake portal's real limits
 	$(UV) run python -m benchmarks.bitrix24
+
+# 5,000 events at 50/s over 60 subjects by default; SOAK_ARGS="--events 20000 --rate 100" to change.
+SOAK_ARGS ?=
+soak: install ## the fault run: load while processes are killed and servers restarted
+	$(UV) run python -m tests.soak $(SOAK_ARGS)

@@ -61,7 +61,7 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(request: Request) -> JSONResponse:
-    """PostgreSQL and Redis both answer within a second."""
+    """PostgreSQL and Redis both answer within a second; the outage spool's depth."""
     checks: dict[str, Any] = {}
 
     async def database() -> None:
@@ -78,8 +78,13 @@ async def readyz(request: Request) -> JSONResponse:
         except Exception as exc:
             checks[name] = f"unavailable: {type(exc).__name__}"
     ready = all(value == "ok" for value in checks.values())
+    spool = request.app.state.spool  # events the outage spool holds until PostgreSQL takes them
     return JSONResponse(
-        {"status": "ready" if ready else "unavailable", "checks": checks},
+        {
+            "status": "ready" if ready else "unavailable",
+            "checks": checks,
+            "spool": {"events": spool.events, "bytes": spool.size, "active": spool.active},
+        },
         status_code=200 if ready else 503,
     )
 

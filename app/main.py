@@ -23,6 +23,7 @@ from app.errors import install_error_handlers
 from app.health import router as health_router
 from app.http_telemetry import HttpTelemetry
 from app.ingest.committer import GroupCommitter
+from app.ingest.spool import Spool
 from app.settings import Settings
 from app.sources.bitrix24.router import router as bitrix24_router
 from app.sources.onec.router import router as onec_router
@@ -38,6 +39,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     redis = Redis.from_url(settings.require_redis_url, socket_timeout=2, socket_connect_timeout=2)
     committer = GroupCommitter(engine, max_batch=settings.ingest_batch_max)
     await committer.start()
+    spool = Spool(committer, engine, settings.spool_path, settings.spool_max_bytes)
+    await spool.start()
     # Everything built at startup lives as long as the process: keep it out of the collector's
     # generations so that full collections stay short (they pause every request in flight).
     gc.collect()
@@ -46,6 +49,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     replays = ReplayRunner(sessions)
     replays.resume()  # bulk replays a previous API process left running
     app.state.engine, app.state.redis, app.state.committer = engine, redis, committer
+    app.state.spool = spool
     app.state.sessions, app.state.replays = sessions, replays
     # Bitrix24 application portals: their tokens at rest, and the tokens their installs brought.
     app.state.cipher = cipher = settings.token_cipher()
@@ -54,6 +58,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         await replays.close()
+        await spool.stop()
         await committer.stop()
         await redis.aclose()
         await engine.dispose()

@@ -76,6 +76,10 @@ class Settings(BaseSettings):
     # What GET /health reports: the image sets them from its build arguments; a checkout reads git.
     git_revision: str | None = None
     build_time: str | None = None
+    # The outage spool (app/ingest/spool.py): where events wait while PostgreSQL is down
+    # (default STATE_DIR/spool) and how many bytes of them one API process keeps at most (0 = off).
+    spool_dir: Path | None = None
+    spool_max_bytes: int = Field(default=256 * 1024 * 1024, ge=0)
     hub: HubConfig = Field(default_factory=HubConfig)
 
     @property
@@ -97,6 +101,10 @@ class Settings(BaseSettings):
             return TokenCipher(self.token_keys.get_secret_value())
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+
+    @property
+    def spool_path(self) -> Path:
+        return self.spool_dir or self.state_dir / "spool"
 
     @property
     def require_redis_url(self) -> str:

@@ -29,6 +29,7 @@ COMMANDS = {
     "purge": ("cli.purge", "purge_command", "Delete old events in bounded batches (retention)."),
     "bitrix24": ("cli.bitrix24", "app", "The hub as a Bitrix24 application: keys, event handlers."),
     "reconcile": ("cli.reconcile", "app", "Create the events a source never sent (Bitrix24)."),
+    "spool": ("cli.spool", "app", "The outage spool: events waiting for PostgreSQL."),
 }
 
 

@@ -75,11 +75,15 @@ async def redis(urls: tuple[str, str]) -> AsyncIterator[Redis]:
 
 
 @pytest.fixture
-def settings_for(urls: tuple[str, str]) -> Callable[..., Settings]:
-    """Settings on the session's servers with a given hub configuration (a dict as in the YAML)."""
+def settings_for(urls: tuple[str, str], tmp_path: Path) -> Callable[..., Settings]:
+    """Settings on the session's servers with a given hub configuration (a dict as in the YAML).
+
+    The outage spool lives in the test's own directory: never in ./.mmhub, where `make run` keeps one.
+    """
 
     def make(hub: dict[str, Any] | None = None, **overrides: Any) -> Settings:
         config = HubConfig.model_validate(hub or {})
+        overrides.setdefault("spool_dir", tmp_path / "spool")
         return Settings(database_url=urls[0], redis_url=urls[1], hub=config, **overrides)
 
     return make

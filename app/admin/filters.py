@@ -52,6 +52,13 @@ class DeliveryFilter(BaseModel):
     until: datetime | None = None
     text: str | None = None  # inside the event's payload
 
+    @field_validator("target", "source", "event_type", "subject", "text")
+    @classmethod
+    def _storable(cls, value: str | None) -> str | None:
+        if value is not None and "\x00" in value:
+            raise ValueError("must not contain a NUL character")  # PostgreSQL text cannot
+        return value
+
     @field_validator("status", mode="before")
     @classmethod
     def _statuses(cls, value: Any) -> Any:

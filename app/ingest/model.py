@@ -42,8 +42,15 @@ class Outcome:
     deliveries: int
     # The event's Idempotency-Key names a stored event with another payload: nothing was stored.
     conflict: bool = False
+    spooled: bool = False  # kept in the outage spool (app/ingest/spool.py), not yet committed
+
+    @property
+    def status_code(self) -> int:
+        return 202 if self.spooled else 200
 
     def reply(self) -> dict[str, Any]:
+        if self.spooled:
+            return {"status": "spooled", "event_id": str(self.event_id)}
         return {
             "status": "accepted",
             "event_id": str(self.event_id),

@@ -29,6 +29,11 @@ class BatchAccepted(BaseModel):
     events: list[BatchEvent]
 
 
+class Spooled(BaseModel):
+    status: str = "spooled"
+    event_id: str
+
+
 class Problem(BaseModel):
     type: str
     title: str
@@ -38,6 +43,10 @@ class Problem(BaseModel):
 
 
 _PROBLEM = {"model": Problem, "content": {"application/problem+json": {}}}
+_SPOOLED = {
+    "model": Spooled,
+    "description": "PostgreSQL is down: the event is kept in the outage spool, committed later",
+}
 ERROR_REPLIES: dict[int | str, dict[str, Any]] = {
     status: {**_PROBLEM, "description": text}
     for status, text in {
@@ -48,6 +57,8 @@ ERROR_REPLIES: dict[int | str, dict[str, Any]] = {
         413: "Body over MMHUB_MAX_BODY_BYTES, or a batch over MMHUB_MAX_BATCH_ROWS rows",
         415: "Unsupported media type",
         422: "Well-formed but unusable",
-        503: "Database unavailable; retry after Retry-After seconds",
+        503: "Database unavailable and the outage spool off or full; retry after Retry-After",
     }.items()
 }
+# Every reply but the 200 (the route's response_model): the 202 of the outage spool, the errors.
+REPLIES: dict[int | str, dict[str, Any]] = {202: _SPOOLED, **ERROR_REPLIES}

@@ -11,6 +11,7 @@ from app.errors import Conflict
 from app.ingest.committer import GroupCommitter
 from app.ingest.model import NewEvent, Outcome, PlannedDelivery
 from app.ingest.routing import plan_deliveries
+from app.ingest.spool import Spool
 from app.logs import bind
 from app.settings import Settings
 from app.telemetry import IDEMPOTENCY_CONFLICTS, INGESTED
@@ -34,7 +35,6 @@ async def record_events(request: Request, events: Sequence[NewEvent]) -> list[Ou
             of the request is stored.
     """
     settings: Settings = request.app.state.settings
-    committer: GroupCommitter = request.app.state.committer
     trace = traceparent()  # the request's span: the deliveries' attempts join it
     for event in events:
         event.traceparent = trace
@@ -44,8 +44,13 @@ async def record_events(request: Request, events: Sequence[NewEvent]) -> list[Ou
             planned = _PLANS[key] = plan_deliveries(settings.hub, event.source, event.type)
         event.deliveries = planned
     if len(events) == 1:
+        # One event: the group commit, or the outage spool while PostgreSQL is down.
         bind(source=events[0].source, event_type=events[0].type, subject=events[0].subject)
-    outcomes = await committer.submit_many(events)
+        spool: Spool = request.app.state.spool
+        outcomes = [await spool.submit(events[0])]
+    else:  # a batch is all or nothing in one transaction: it does not go to the spool
+        committer: GroupCommitter = request.app.state.committer
+        outcomes = await committer.submit_many(events)
     for index, (event, outcome) in enumerate(zip(events, outcomes, strict=True)):
         if outcome.conflict:
             _refuse_conflict(event, outcome, index if len(events) > 1 else None)
@@ -54,7 +59,9 @@ async def record_events(request: Request, events: Sequence[NewEvent]) -> list[Ou
             INGESTED.labels(event.source, event.type).inc()
     if len(events) == 1:
         bind(event_id=str(outcomes[0].event_id))
-        if outcomes[0].duplicate:
+        if outcomes[0].spooled:
+            log.info("event spooled with %d deliveries planned", outcomes[0].deliveries)
+        elif outcomes[0].duplicate:
             log.info("duplicate event: nothing stored")
         else:
             log.info("event accepted with %d deliveries", outcomes[0].deliveries)

@@ -1,18 +1,14 @@
-"""A database outage gives 503 with Retry-After, never 200; the hub recovers by itself."""
+"""With the outage spool off, a database outage gives 503 with Retry-After, never 200; the hub
+recovers by itself."""
 
 from __future__ import annotations
 
-import asyncio
-import tempfile
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
-import pytest
 from sqlalchemy import func, select
 
 from app.db import make_engine
-from app.embedded import EmbeddedServers, remove_state
-from app.migrate import upgrade
+from app.embedded import EmbeddedServers
 from app.models import Event
 from app.settings import Settings
 from tests.fixture_files import fixture_bytes
@@ -23,25 +19,12 @@ FORM = {"content-type": "application/x-www-form-urlencoded"}
 DEAL = fixture_bytes("bitrix24/webhook-deal-add.form")
 
 
-@pytest.fixture
-def own_servers() -> Iterator[EmbeddedServers]:
-    """Servers this test may stop: the session's are shared by every other test."""
-    state = Path(tempfile.mkdtemp(prefix="mmhub-outage-"))
-    state.chmod(0o755)
-    servers = EmbeddedServers(state, durable=False)
-    servers.start()
-    yield servers
-    servers.stop()
-    remove_state(state)
-
-
 async def test_database_down_gives_503_then_recovers(
     own_servers: EmbeddedServers, settings_for: Callable[..., Settings]
 ) -> None:
     runtime = own_servers.running()
     assert runtime is not None
-    await asyncio.to_thread(upgrade, runtime.database_url)
-    settings = settings_for(HUB_CONFIG).model_copy(
+    settings = settings_for(HUB_CONFIG, spool_max_bytes=0).model_copy(
         update={"database_url": runtime.database_url, "redis_url": runtime.redis_url}
     )
     async with running_app(settings) as client:

@@ -13,7 +13,7 @@ from fastapi.responses import Response
 from app.errors import BadRequest, Unprocessable, UnsupportedMediaType
 from app.ingest.body import media_type, read_body
 from app.ingest.model import NewEvent
-from app.ingest.replies import ERROR_REPLIES, Accepted
+from app.ingest.replies import REPLIES, Accepted
 from app.ingest.scrub import mask_secrets, safe_headers
 from app.ingest.service import record_event
 from app.secrets import redact, secret_values
@@ -28,7 +28,7 @@ from app.sources.jsonlimits import check_json_limits
 router = APIRouter(tags=["ingest"])
 
 
-@router.post("/webhooks/bitrix24", response_model=Accepted, responses=ERROR_REPLIES)
+@router.post("/webhooks/bitrix24", response_model=Accepted, responses=REPLIES)
 async def bitrix24_webhook(request: Request, body: bytes = Depends(read_body)) -> Response:
     """Accept one Bitrix24 event once it is committed with its deliveries."""
     payload = _parse_body(request, body)
@@ -56,7 +56,9 @@ async def bitrix24_webhook(request: Request, body: bytes = Depends(read_body)) -
     )
     outcome = await record_event(request, event)
     # Built from our own dataclass: no response-model validation and serialization needed.
-    return Response(orjson.dumps(outcome.reply()), media_type="application/json")
+    return Response(
+        orjson.dumps(outcome.reply()), outcome.status_code, media_type="application/json"
+    )
 
 
 def _parse_body(request: Request, body: bytes) -> dict[str, Any]:

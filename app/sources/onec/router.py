@@ -20,7 +20,7 @@ from app.errors import BadRequest, PayloadTooLarge, Unprocessable, UnsupportedMe
 from app.ingest.body import media_type, read_body
 from app.ingest.idempotency import client_key, keyed_dedup_key, payload_digest
 from app.ingest.model import NewEvent, batch_reply
-from app.ingest.replies import ERROR_REPLIES, Accepted, BatchAccepted
+from app.ingest.replies import REPLIES, Accepted, BatchAccepted
 from app.ingest.scrub import mask_secrets, safe_headers
 from app.ingest.service import record_event, record_events
 from app.secrets import redact, secret_values
@@ -37,7 +37,7 @@ _JSON_TYPES = {"", "application/json", "text/json", "text/plain"}
 _Parse = Callable[[Any], OneCEvent]
 
 
-@router.post("/webhooks/1c", response_model=Accepted | BatchAccepted, responses=ERROR_REPLIES)
+@router.post("/webhooks/1c", response_model=Accepted | BatchAccepted, responses=REPLIES)
 async def onec_webhook(request: Request, body: bytes = Depends(read_body)) -> Response:
     """Accept the hub's envelope or 1C's XDTO JSON, or a JSON array of them (a batch)."""
     authenticate(request.app.state.settings.hub.sources.onec, request.headers.get("authorization"))
@@ -50,7 +50,7 @@ async def onec_webhook(request: Request, body: bytes = Depends(read_body)) -> Re
 @router.post(
     "/webhooks/1c/{object_type}",
     response_model=Accepted | BatchAccepted,
-    responses=ERROR_REPLIES,
+    responses=REPLIES,
 )
 async def onec_odata_webhook(
     object_type: str, request: Request, body: bytes = Depends(read_body)
@@ -93,7 +93,9 @@ async def _accept(request: Request, body: bytes, obj: Any, parse: _Parse) -> Res
     key = client_key(request)
     event = _event(request, parsed, body, obj, keyed_dedup_key(key) if key else None)
     outcome = await record_event(request, event)
-    return Response(orjson.dumps(outcome.reply()), media_type="application/json")
+    return Response(
+        orjson.dumps(outcome.reply()), outcome.status_code, media_type="application/json"
+    )
 
 
 async def _accept_batch(request: Request, rows: list[Any], parse: _Parse) -> Response:
