@@ -67,6 +67,10 @@ DEAD = Counter("mmhub_dead", "Deliveries that went dead", ["target"])
 SUPPRESSED = Counter(
     "mmhub_suppressed", "Deliveries suppressed as the hub's own echo (echo_user_id)", ["target"]
 )
+SPOOL_EVENTS = Gauge(
+    "mmhub_spool_events",
+    "Events waiting in this API process's outage spool until PostgreSQL is back",
+)
 BACKLOG = Gauge(
     "mmhub_deliveries",
     "Deliveries not finished, by target and status (computed by the relay)",

@@ -37,11 +37,13 @@ def load(name: str) -> click.Command:
     """The click command for a table entry (its module imported now)."""
     module, attribute, _ = COMMANDS[name]
     target: Any = getattr(importlib.import_module(module), attribute)
-    if not isinstance(target, typer.Typer):
+    if isinstance(target, typer.Typer):
+        # A group even with one subcommand (`mmhub spool status`): Typer would collapse it.
+        command: click.Command = typer.main.get_group(target)
+    else:
         single = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
         single.command(name)(target)
-        target = single
-    command = typer.main.get_command(target)
+        command = typer.main.get_command(single)
     command.name = name
     return command
 

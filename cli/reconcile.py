@@ -22,11 +22,6 @@ from cli.support import Sessions, fail, load_settings_or_exit, run
 app = typer.Typer(no_args_is_help=True)
 
 
-@app.callback()
-def reconcile() -> None:
-    """Create the events a source never sent (today: Bitrix24)."""
-
-
 @app.command("bitrix24")
 def reconcile_bitrix24(
     portal: Annotated[

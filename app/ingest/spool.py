@@ -20,7 +20,6 @@ import logging
 from collections import deque
 from pathlib import Path
 
-from opentelemetry.metrics import CallbackOptions, Observation, get_meter
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -38,16 +37,15 @@ from app.ingest.spoolfile import (
     stamp_of,
 )
 from app.ingest.spoolorder import Neighbours
+from app.telemetry import SPOOL_EVENTS
 
 log = logging.getLogger(__name__)
 
 _BATCH = 64  # records committed together while draining (of distinct subjects)
 _BLOCKED_WAIT = 0.02  # seconds between looks while another process commits an older record
 _REJECT_AFTER = 3  # failed commits of one record, with PostgreSQL answering, before it is set aside
-_LIVE: list[Spool] = []
-_Record = tuple[
-    SpoolFile, int, bytes
-]  # a spooled record, the offset just past it, its line  # the spools the depth gauge reports
+_LIVE: list[Spool] = []  # the spools the depth gauge reports
+_Record = tuple[SpoolFile, int, bytes]  # a spooled record, the offset just past it, its line
 
 
 class Spool:
@@ -288,13 +286,5 @@ class Spool:
         return True
 
 
-def _observe(_options: CallbackOptions) -> list[Observation]:
-    return [Observation(sum(spool.events for spool in _LIVE))]
-
-
-get_meter("mmhub").create_observable_gauge(
-    "mmhub_spool_events",
-    callbacks=[_observe],
-    unit="{event}",
-    description="Events waiting in the outage spool until PostgreSQL is back",
-)
+# The depth /metrics and /readyz show: every live spool of this process, read at scrape time.
+SPOOL_EVENTS.set_function(lambda: float(sum(spool.events for spool in _LIVE)))
