@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from app.db import make_engine, make_sessionmaker
 from app.settings import Settings
 from dispatch.limits import TokenBucket
+from dispatch.ssrf import guarded_connector
 from dispatch.targets import build_target
 from dispatch.targets.base import Target
 
@@ -45,8 +46,8 @@ class Runtime:
         )
         redis = Redis.from_url(settings.require_redis_url, socket_timeout=5)
         hub = settings.hub
-        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=60)
-        http = aiohttp.ClientSession(connector=connector, auto_decompress=True)
+        # Every resolution is checked against the SSRF rules at connect time (dispatch.ssrf).
+        http = aiohttp.ClientSession(connector=guarded_connector(hub), auto_decompress=True)
         return cls(
             settings=settings,
             engine=engine,
