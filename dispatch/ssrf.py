@@ -110,7 +110,9 @@ class GuardedResolver(AbstractResolver):
         await self._inner.close()
 
 
-def guarded_connector(hub: HubConfig, inner: AbstractResolver | None = None) -> aiohttp.TCPConnector:
+def guarded_connector(
+    hub: HubConfig, inner: AbstractResolver | None = None
+) -> aiohttp.TCPConnector:
     """The connector every delivery uses: each resolution checked by a `GuardedResolver`."""
     allowed = [_host_of(spec) for spec in hub.targets.values() if spec.allow_private]
     resolver = GuardedResolver(inner or DefaultResolver(), [h for h in allowed if h])

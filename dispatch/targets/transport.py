@@ -93,9 +93,9 @@ async def post(
 ) -> AttemptResult:
     """POST `body` once and turn whatever happens into an AttemptResult.
 
-    Redirects are not followed: a webhook that moved is a configuration error, and following one
-    could lead a request (and its credentials) somewhere the SSRF check never saw. A name resolving
-to a non-public address is refused by the session's resolver (dispatch.ssrf.GuardedResolver).
+        Redirects are not followed: a webhook that moved is a configuration error, and following one
+        could lead a request (and its credentials) somewhere the SSRF check never saw. A name resolving
+    to a non-public address is refused by the session's resolver (dispatch.ssrf.GuardedResolver).
     """
     started = time.perf_counter()
     status: int | None = None
