@@ -19,8 +19,9 @@ from typing import Any
 from sqlalchemy import text
 
 from app.hubconfig import Target as TargetSpec
+from app.target_states import hold_waiting
 from app.telemetry import DELIVERY_ATTEMPTS, DELIVERY_DURATION
-from dispatch.limits import Gate, gate, hold_waiting, judge_breaker
+from dispatch.limits import Gate, gate, judge_breaker
 from dispatch.retry import next_step
 from dispatch.runtime import Runtime
 from dispatch.targets.base import AttemptResult, Outbound
