@@ -18,11 +18,12 @@ from typing import Any
 from sqlalchemy import text
 
 from app.hubconfig import Target as TargetSpec
+from app.target_states import hold_waiting
 from app.tracing import traceparent
 from dispatch.coalesce import coalescing_routes, supersede_stale
 from dispatch.echo import remember_writes
 from dispatch.enrich import claim_size, enrich
-from dispatch.limits import Gate, gate, hold_waiting, judge_breaker
+from dispatch.limits import Gate, gate, judge_breaker
 from dispatch.retry import next_step
 from dispatch.runtime import Runtime
 from dispatch.targets.base import AttemptResult, Outbound

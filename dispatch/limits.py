@@ -14,7 +14,7 @@ from typing import Any
 from app.hubconfig import CircuitBreaker
 from app.ratelimit import TokenBucket
 
-__all__ = ["Gate", "TokenBucket", "gate", "hold_waiting", "judge_breaker"]
+__all__ = ["Gate", "TokenBucket", "gate", "judge_breaker"]
 
 
 class Gate(enum.Enum):
@@ -26,11 +26,6 @@ class Gate(enum.Enum):
 
 # The drain works on the pool's asyncpg connection (see dispatch.deliver), so these do too.
 _GATE = "SELECT paused, breaker_open_until, now() AS now FROM target_states WHERE target = $1"
-# app.target_states.hold_waiting, for the drain's connection.
-_HOLD = (
-    "UPDATE deliveries SET status = 'held', updated_at = now() "
-    "WHERE target = $1 AND status IN ('pending', 'retrying')"
-)
 _WINDOW = (
     "SELECT count(*), count(*) FILTER (WHERE a.outcome = 'retry') "
     "FROM delivery_attempts a WHERE a.target = $1 AND a.manual = false "
@@ -59,12 +54,6 @@ async def gate(conn: Any, target: str) -> Gate:
     if row["breaker_open_until"] is None:
         return Gate.CLOSED
     return Gate.OPEN if row["breaker_open_until"] > row["now"] else Gate.HALF_OPEN
-
-
-async def hold_waiting(conn: Any, target: str) -> int:
-    """Mark the target's waiting deliveries `held` (paused or open: no attempt is spent)."""
-    status: str = await conn.execute(_HOLD, target)  # "UPDATE 12"
-    return int(status.rsplit(" ", 1)[-1])
 
 
 async def judge_breaker(

@@ -20,9 +20,10 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.db import make_engine
+from app.db import driver_connection, make_engine
 from app.ingest.committer import NOTIFY_CHANNEL
 from app.settings import Settings
+from app.target_states import release_held
 from app.tracing import tracer
 from dispatch.gauges import keep_gauges
 from dispatch.handover import KEY, enqueue_drain
@@ -43,19 +44,12 @@ WHERE EXISTS (
     WHERE d.target = t.target AND d.status IN ('pending', 'retrying', 'delivering')
       AND d.next_attempt_at <= now() AND (d.status <> 'delivering' OR d.lease_until < now()))
 """)
-# Held deliveries go back to waiting once their target is neither paused nor broken open.
-_RELEASE_HELD = text("""
-UPDATE deliveries SET status = CASE WHEN attempt_count > 0 THEN 'retrying' ELSE 'pending' END,
-       next_attempt_at = now(), updated_at = now()
-WHERE status = 'held' AND target NOT IN (
-    SELECT target FROM target_states WHERE paused OR breaker_open_until > now())
-""")
 
 
 async def relay_once(engine: AsyncEngine, queue: Queue, targets: list[str]) -> list[str]:
     """One pass: release held deliveries, enqueue a drain for every target with due work."""
     async with engine.begin() as conn:
-        await conn.execute(_RELEASE_HELD)
+        await release_held(await driver_connection(conn), targets)
         due = (await conn.execute(_DUE_TARGETS, {"targets": targets})).all()
     enqueued = []
     for target, stale in due:

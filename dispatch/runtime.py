@@ -24,6 +24,7 @@ from app.hubconfig import Bitrix24Target as Bitrix24Spec
 from app.hubconfig import HubConfig
 from app.ratelimit import TokenBucket
 from app.settings import Settings
+from dispatch.ssrf import guarded_connector
 from dispatch.targets import build_target
 from dispatch.targets.base import Target
 from dispatch.targets.bitrix24 import Bitrix24Target
@@ -51,8 +52,8 @@ class Runtime:
         )
         redis = Redis.from_url(settings.require_redis_url, socket_timeout=5)
         hub = settings.hub
-        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=60)
-        http = aiohttp.ClientSession(connector=connector, auto_decompress=True)
+        # Every resolution is checked against the SSRF rules at connect time (dispatch.ssrf).
+        http = aiohttp.ClientSession(connector=guarded_connector(hub), auto_decompress=True)
         sessions = make_sessionmaker(engine)
         cipher = settings.token_cipher()  # application portals' tokens
         targets = {name: build_target(name, spec) for name, spec in hub.targets.items()}

@@ -1,14 +1,21 @@
 """Refuse target URLs that point into our own network unless the target says `allow_private: true`.
 
 A webhook hub POSTs wherever its configuration says; a URL on loopback, a private range or a cloud
-metadata address (169.254.169.254) would turn it into a proxy into the internal network.
+metadata address (169.254.169.254) would turn it into a proxy into the internal network. The check
+at start catches a misconfiguration early; `GuardedResolver` repeats it on every resolution the
+HTTP connector makes, so a name that resolves only later, or rebinds, cannot reach inside either.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Iterable
 from urllib.parse import urlsplit
+
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import DefaultResolver
 
 from app.hubconfig import Bitrix24Target, HubConfig
 from app.hubconfig import Target as TargetSpec
@@ -22,7 +29,8 @@ def check_target_url(name: str, url: str, allow_private: bool) -> None:
     """Raise ValueError naming the target if `url` is not http(s) or resolves to a non-public address.
 
     Only `scheme://host` is ever quoted: a URL's path or user info may hold a secret. A host that does
-    not resolve now is let through (delivery will report it); refusing would stop the hub on a DNS hiccup.
+    not resolve now is let through (refusing would stop the hub on a DNS hiccup): `GuardedResolver`
+    checks it when it does.
     """
     try:
         parts = urlsplit(url)
@@ -65,6 +73,66 @@ def non_public(address: IPAddress) -> str | None:
         ("private", address.is_private or address in _SHARED),
     )
     return next((kind for kind, hit in checks if hit), None)
+
+
+class RefusedAddress(OSError):
+    """A target's name resolved to a non-public address; aiohttp reports it as a connect error."""
+
+
+class GuardedResolver(AbstractResolver):
+    """Resolve with `inner`, then refuse the name if any address it gives is not public.
+
+    Hosts of targets with `allow_private` resolve anywhere. aiohttp does not resolve IP literals;
+    those are fixed, and `check_targets` judged them at start.
+    """
+
+    def __init__(self, inner: AbstractResolver, allow_private_hosts: Iterable[str] = ()) -> None:
+        self._inner = inner
+        self._allowed = frozenset(host.lower() for host in allow_private_hosts)
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        results = await self._inner.resolve(host, port, family)
+        if host.lower() in self._allowed:
+            return results
+        for result in results:
+            address = ipaddress.ip_address(result["host"].split("%", 1)[0])
+            kind = non_public(address)
+            if kind:
+                raise RefusedAddress(
+                    f"refused: {host} resolves to {kind} address {address} "
+                    "(set allow_private: true on the target to allow it)"
+                )
+        return results
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+def guarded_connector(
+    hub: HubConfig, inner: AbstractResolver | None = None
+) -> aiohttp.TCPConnector:
+    """The connector every delivery uses: each resolution checked by a `GuardedResolver`."""
+    allowed = [
+        _host_of(hub.rest_base(s) if isinstance(s, Bitrix24Target) else s.url)
+        for s in hub.targets.values()
+        if s.allow_private
+    ]
+    for portal in hub.sources.bitrix24.portals if hub.sources.bitrix24 else []:
+        if portal.rest is not None and portal.rest.allow_private:  # enrichment, reconciliation
+            allowed.append(_host_of(portal.rest.webhook_url.get_secret_value()))
+        if portal.app is not None and portal.app.allow_private:  # the application's REST calls
+            allowed.append(_host_of(portal.app.oauth_url))
+    resolver = GuardedResolver(inner or DefaultResolver(), [h for h in allowed if h])
+    return aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=60, resolver=resolver)
+
+
+def _host_of(url: str) -> str | None:
+    try:
+        return urlsplit(url).hostname
+    except ValueError:
+        return None
 
 
 def check_targets(hub: HubConfig) -> None:

@@ -16,6 +16,7 @@ import orjson
 
 from app.hubconfig import BasicAuth, BearerAuth
 from dispatch.retry import classify_status
+from dispatch.ssrf import RefusedAddress
 from dispatch.targets.base import (
     EXCERPT_CHARS,
     MAX_READ,
@@ -92,8 +93,9 @@ async def post(
 ) -> AttemptResult:
     """POST `body` once and turn whatever happens into an AttemptResult.
 
-    Redirects are not followed: a webhook that moved is a configuration error, and following one
-    could lead a request (and its credentials) somewhere the SSRF check never saw.
+        Redirects are not followed: a webhook that moved is a configuration error, and following one
+        could lead a request (and its credentials) somewhere the SSRF check never saw. A name resolving
+    to a non-public address is refused by the session's resolver (dispatch.ssrf.GuardedResolver).
     """
     started = time.perf_counter()
     status: int | None = None
@@ -122,8 +124,11 @@ async def post(
         return failed(RetryableError("timeout", f"no complete response within {timeout:g}s"))
     except aiohttp.InvalidURL as exc:
         return failed(PermanentError("invalid_url", f"invalid URL: {secrets.scrub(str(exc))}"))
+    except aiohttp.ClientConnectorError as exc:
+        if isinstance(exc.os_error, RefusedAddress):
+            return failed(RetryableError("refused_address", str(exc.os_error)))
+        return failed(RetryableError("connect", _describe(exc, secrets)))
     except (
-        aiohttp.ClientConnectorError,
         aiohttp.ServerDisconnectedError,
         aiohttp.ClientOSError,
     ) as exc:
