@@ -7,6 +7,7 @@ Secret-named keys are removed; credentials found by shape are replaced by a mask
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 from collections.abc import Mapping
@@ -37,6 +38,7 @@ def _key_words(key: str) -> list[str]:
     return [word.lower() for word in _WORDS.findall(segments[-1])] if segments else []
 
 
+@functools.lru_cache(maxsize=8192)  # the same few hundred key names come with every event
 def is_secret_key(key: str) -> bool:
     """Tell whether a mapping key names a secret.
 
@@ -55,6 +57,11 @@ def is_secret_key(key: str) -> bool:
     return any(w.startswith(_RU_STEMS) and not w.startswith(_RU_NOT_SECRET) for w in words)
 
 
+def _may_hold_credential(text: str) -> bool:
+    """A cheap test before the regex: most values name no scheme at all."""
+    return "earer" in text or "asic" in text or "EARER" in text or "ASIC" in text
+
+
 def _looks_like_credential(token: str) -> bool:
     """``dXNlcjpwYXNz`` or ``eyJhbGci…`` yes, ``Information`` (as in "Basic Information") no."""
     return bool(re.search(r"[\d+/=]", token)) or sum(c.isupper() for c in token) >= 2
@@ -62,13 +69,15 @@ def _looks_like_credential(token: str) -> bool:
 
 def credentials_in(text: str) -> list[str]:
     """The credentials (``Basic``/``Bearer`` token68 parts) that stand in ``text``."""
+    if not _may_hold_credential(text):
+        return []
     return [m.group(2) for m in _CREDENTIAL.finditer(text) if _looks_like_credential(m.group(2))]
 
 
 def mask_credentials(text: str) -> str:
     """``text`` with every ``Basic``/``Bearer`` credential in it replaced by the mask (the scheme stays)."""
-    if "earer" not in text and "asic" not in text and "EARER" not in text and "ASIC" not in text:
-        return text  # the common case, without a regex
+    if not _may_hold_credential(text):
+        return text
     return _CREDENTIAL.sub(
         lambda m: f"{m.group(1)} {MASK}" if _looks_like_credential(m.group(2)) else m.group(0), text
     )

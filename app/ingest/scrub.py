@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping
 
@@ -32,6 +33,7 @@ def safe_headers(headers: Mapping[str, str]) -> dict[str, str]:
     }
 
 
+@functools.lru_cache(maxsize=1024)  # a portal's tokens come back with every event
 def _encoded_pattern(secret: str) -> re.Pattern[bytes]:
     """Match ``secret`` as sent, or percent-encoded in any case and in any mix (``+`` or ``%20`` for a space)."""
     parts = []
