@@ -43,6 +43,7 @@ from typing import Any
 
 import httpx
 
+from app.bitrix24.cipher import new_key
 from benchmarks.common import HUB_CONFIG, ROOT, embedded_database
 
 OPERATOR_TOKEN = "bench-operator-token"  # noqa: S105 - a throwaway database's token
@@ -228,6 +229,8 @@ def cli_times(database_url: str, redis_url: str) -> dict[str, Any]:
     mmhub = str(Path(sys.executable).with_name("mmhub"))
     env = {**os.environ, "MMHUB_DATABASE_URL": database_url, "MMHUB_REDIS_URL": redis_url}
     env["MMHUB_CONFIG"] = str(ROOT / "config" / "dev.yaml")
+    # dev.yaml's portal runs as a Bitrix24 application: a deployment has its token key set.
+    env.setdefault("MMHUB_TOKEN_KEYS", new_key())
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     results = {}
     for name, args, runs, environ in (

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.panel import Panel
 from rich.table import Table
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -23,6 +22,7 @@ from cli.output import (
     cursor_hint,
     delivery_record,
     emit_json,
+    print_table,
     say,
     short,
     status_text,
@@ -89,7 +89,6 @@ def list_deliveries(
     if json_out:
         emit_json({"items": items, "next_cursor": next_cursor})
         return
-    out = console()
     if not items:
         say("no deliveries match")
         return
@@ -105,7 +104,7 @@ def list_deliveries(
             ago(item["created_at"]),
             short(item["last_error"], 40),
         )
-    out.print(rows)
+    print_table(rows)
     say(cursor_hint(next_cursor, len(items)))
 
 
@@ -124,6 +123,8 @@ def show(
     if json_out:
         emit_json(record)
         return
+    from rich.panel import Panel  # only here: `list` renders no panel
+
     out = console()
     out.print(Panel(_facts(record), title=f"delivery {record['id']}", title_align="left"))
     if record["attempts"]:

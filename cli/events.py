@@ -6,7 +6,6 @@ import json
 from typing import Annotated
 
 import typer
-from rich.panel import Panel
 from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -20,6 +19,7 @@ from cli.output import (
     cursor_hint,
     emit_json,
     event_record,
+    print_table,
     say,
     short,
     status_text,
@@ -77,7 +77,6 @@ def list_events(
     if json_out:
         emit_json({"items": items, "next_cursor": next_cursor})
         return
-    out = console()
     if not items:
         say("no events match")
         return
@@ -92,7 +91,7 @@ def list_events(
             ", ".join(f"{d['target']}:{status_text(d['status'])}" for d in item["deliveries"])
             or "[dim]none (no route)[/]",
         )
-    out.print(rows)
+    print_table(rows)
     say(cursor_hint(next_cursor, len(items)))
 
 
@@ -112,6 +111,8 @@ def show(
     if json_out:
         emit_json(record)
         return
+    from rich.panel import Panel  # only here: `list` renders no panel
+
     out = console()
     out.print(Panel(_facts(record), title=f"event {record['id']}", title_align="left"))
     if not record["deliveries"]:

@@ -8,6 +8,7 @@ and the help never need them. The top-level group lists these commands from the 
 
 from __future__ import annotations
 
+import gc
 import importlib
 from typing import Any
 
@@ -36,7 +37,16 @@ COMMANDS = {
 def load(name: str) -> click.Command:
     """The click command for a table entry (its module imported now)."""
     module, attribute, _ = COMMANDS[name]
-    target: Any = getattr(importlib.import_module(module), attribute)
+    # Loading SQLAlchemy, pydantic and the services creates several hundred thousand objects that
+    # live as long as the process: the cyclic collector would walk them again at every threshold
+    # while they load (a noticeable share of a short command's start), so it waits, and they are
+    # then frozen out of its reach.
+    gc.disable()
+    try:
+        target: Any = getattr(importlib.import_module(module), attribute)
+    finally:
+        gc.freeze()
+        gc.enable()
     if isinstance(target, typer.Typer):
         # A group even with one subcommand (`mmhub spool status`): Typer would collapse it.
         command: click.Command = typer.main.get_group(target)

@@ -24,7 +24,7 @@ from app.admin.bulk import run_bulk_replay
 from app.admin.filters import DeliveryFilter
 from app.errors import NotFound
 from app.models import Delivery, ReplayJob
-from cli.output import Record, console, emit_json, say, status_text, table
+from cli.output import Record, console, emit_json, print_table, say, status_text, table
 from cli.support import (
     ActorOpt,
     EventTypeOpt,
@@ -142,7 +142,6 @@ def _replay_ids(
             }
         )
         return
-    out = console()
     if dry_run:
         say(f"dry run: {len(records)} deliveries would be replayed; nothing was changed")
         return
@@ -151,7 +150,7 @@ def _replay_ids(
         rows.add_row(
             r["id"], r["target"], status_text(r["previous_status"]), status_text(r["status"])
         )
-    out.print(rows)
+    print_table(rows)
     say(f"{len(records)} replayed by {who}; the workers send them now")
 
 

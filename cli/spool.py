@@ -6,7 +6,7 @@ import typer
 
 from app.ingest.spoolfile import pending_entries
 from app.settings import ConfigError, load_settings
-from cli.output import Record, ago, console, emit_json, say, table
+from cli.output import Record, ago, emit_json, print_table, say, table
 from cli.support import JsonOpt, fail
 
 app = typer.Typer(no_args_is_help=True)
@@ -42,5 +42,5 @@ def status(json_out: JsonOpt = False) -> None:
         rows.add_row(
             ago(r["spooled_at"]), r["event_id"], r["source"], r["type"], r["subject"], r["file"]
         )
-    console().print(rows)
+    print_table(rows)
     say(f"{len(records)} event(s) waiting for PostgreSQL")

@@ -13,7 +13,17 @@ from app.admin.actions import resume as resume_target
 from app.admin.queries import audit_entries, target_states
 from app.admin.queries import stats as delivery_stats
 from app.settings import Settings
-from cli.output import Record, ago, audit_record, console, emit_json, say, short, status_text, table
+from cli.output import (
+    Record,
+    ago,
+    audit_record,
+    emit_json,
+    print_table,
+    say,
+    short,
+    status_text,
+    table,
+)
 from cli.support import (
     ActorOpt,
     JsonOpt,
@@ -85,7 +95,7 @@ def list_targets(json_out: JsonOpt = False) -> None:
             breaker,
             _by_status(r["by_status"]),
         )
-    console().print(rows)
+    print_table(rows)
 
 
 @app.command("pause")
@@ -162,7 +172,7 @@ def audit(
             str(r["count"]),
             short(r["reason"], 50),
         )
-    console().print(rows)
+    print_table(rows)
 
 
 def stats(json_out: JsonOpt = False) -> None:
@@ -187,7 +197,7 @@ def stats(json_out: JsonOpt = False) -> None:
             *(str(counts.get(s, 0)) for s in STATUS_ORDER),
             f"{oldest:.0f}s" if oldest is not None else "-",
         )
-    console().print(rows)
+    print_table(rows)
 
 
 def _by_status(counts: dict[str, int]) -> str:
