@@ -2,8 +2,8 @@
 
 It wakes on the NOTIFY that ingest sends in the same transaction as the deliveries (so a fresh
 event leaves within milliseconds of its commit, never before), and polls every
-`MMHUB_RELAY_POLL_INTERVAL` for retries that fall due, leases that expired (a worker died) and jobs
-that Redis lost. Several relays may run: the per-target key in `handover` lets one job through.
+`MMHUB_RELAY_POLL_INTERVAL` for retries that fall due, leases that expired, targets whose job died
+with its worker and jobs that Redis lost. Several relays may run: the per-target key in `handover` lets one job through.
 """
 
 from __future__ import annotations
@@ -26,19 +26,16 @@ from app.settings import Settings
 from app.target_states import release_held
 from app.tracing import tracer
 from dispatch.gauges import keep_gauges
-from dispatch.handover import KEY, enqueue_drain
+from dispatch.handover import enqueue_drain, keep_queued
 from dispatch.listen import listen
 from dispatch.pullers import run_pullers
 from dispatch.retention import run_retention
 
 log = logging.getLogger(__name__)
 
-# Due targets, and whether a claim expired there (its worker died: rebuild the job at once).
+# Targets with due work.
 _DUE_TARGETS = text("""
-SELECT t.target, EXISTS (
-    SELECT 1 FROM deliveries d
-    WHERE d.target = t.target AND d.status = 'delivering' AND d.lease_until < now()) AS stale
-FROM unnest(CAST(:targets AS text[])) AS t(target)
+SELECT t.target FROM unnest(CAST(:targets AS text[])) AS t(target)
 WHERE EXISTS (
     SELECT 1 FROM deliveries d
     WHERE d.target = t.target AND d.status IN ('pending', 'retrying', 'delivering')
@@ -46,20 +43,24 @@ WHERE EXISTS (
 """)
 
 
-async def relay_once(engine: AsyncEngine, queue: Queue, targets: list[str]) -> list[str]:
-    """One pass: release held deliveries, enqueue a drain for every target with due work."""
+async def relay_once(
+    engine: AsyncEngine, queue: Queue, targets: list[str], hold: float
+) -> list[str]:
+    """One pass: release held deliveries, enqueue a drain for every target with due work.
+
+    `hold` is the visibility timeout: a target's drain key lapses after it unless renewed, and
+    the relay renews the keys of jobs still waiting in the queue."""
     async with engine.begin() as conn:
         await release_held(await driver_connection(conn), targets)
-        due = (await conn.execute(_DUE_TARGETS, {"targets": targets})).all()
+        due = (await conn.execute(_DUE_TARGETS, {"targets": targets})).scalars().all()
     enqueued = []
-    for target, stale in due:
+    for target in due:
         with tracer.start_as_current_span(
             "relay hand-over", kind=SpanKind.PRODUCER, attributes={"mmhub.target": target}
         ) as span:
-            if stale:
-                # The job that held this target is gone with its worker; its key may outlive it.
-                queue.connection.delete(KEY.format(target))
-            handed = enqueue_drain(queue, target)
+            handed = enqueue_drain(queue, target, hold)
+            if not handed:
+                keep_queued(queue, target, hold)
             span.set_attribute("mmhub.enqueued", handed)
         if handed:
             enqueued.append(target)
@@ -82,6 +83,8 @@ async def run_relay(settings: Settings, stop: asyncio.Event) -> None:
     if settings.hub.retention is not None:  # one relay at a time purges (an advisory lock)
         background.append(asyncio.create_task(run_retention(engine, settings.hub.retention, stop)))
     poll = settings.relay_poll_interval.total_seconds()
+    # A queued job's key is renewed once per poll: it must outlive the gap between two polls.
+    hold = max(settings.visibility_timeout.total_seconds(), 2 * poll)
     log.info("relay started for targets %s", ", ".join(targets) or "(none)")
     try:
         while not stop.is_set():
@@ -89,7 +92,7 @@ async def run_relay(settings: Settings, stop: asyncio.Event) -> None:
                 await asyncio.wait_for(wake.wait(), poll)
             wake.clear()
             try:
-                enqueued = await relay_once(engine, queue, targets)
+                enqueued = await relay_once(engine, queue, targets, hold)
             except (SQLAlchemyError, OSError, RedisError) as exc:
                 log.warning("relay pass failed, retrying: %s", type(exc).__name__)
                 await asyncio.sleep(poll)

@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 
 from redis import Redis
-from rq import Queue, SimpleWorker
+from redis.client import Pipeline
+from rq import Queue, SimpleWorker, worker_registration
 
 from app.settings import Settings
 from dispatch import runtime
@@ -22,7 +23,29 @@ log = logging.getLogger(__name__)
 
 
 class HubWorker(SimpleWorker):
-    """SimpleWorker whose jobs share this process's dispatch runtime."""
+    """SimpleWorker whose jobs share this process's dispatch runtime, and which outlives Redis.
+
+    RQ waits up to a minute between reconnection attempts (exponential backoff) and never
+    registers again once Redis has lost its registration (a restart without persistence, a
+    FLUSHALL): the worker took jobs again only by chance and monitoring saw none. Here it retries
+    every second (a local Redis costs nothing to ask) and registers again at its next heartbeat,
+    which comes every WORKER_TTL - 15 seconds while idle.
+    """
+
+    max_connection_wait_time = 1.0
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
+        if pipeline is None and not self.connection.sismember(self.redis_workers_keys, self.key):
+            with self.connection.pipeline() as registering:
+                registering.hset(self.key, mapping=self.serialize())
+                worker_registration.register(self, registering)
+                registering.execute()
+            log.info("worker %s registered again (Redis had lost it)", self.name)
+        super().heartbeat(timeout, pipeline)
+
+
+# Seconds: RQ heartbeats an idle worker every WORKER_TTL - 15 (its default 420 meant 405 s).
+WORKER_TTL = 20
 
 
 def run_worker(settings: Settings, *, burst: bool = False) -> None:
@@ -30,7 +53,11 @@ def run_worker(settings: Settings, *, burst: bool = False) -> None:
     runner = runtime.install(settings)
     declare_targets(sorted(settings.hub.targets))
     connection = Redis.from_url(settings.require_redis_url)
-    worker = HubWorker([Queue(settings.queue_name, connection=connection)], connection=connection)
+    worker = HubWorker(
+        [Queue(settings.queue_name, connection=connection)],
+        connection=connection,
+        worker_ttl=WORKER_TTL,
+    )
     try:
         worker.work(burst=burst, with_scheduler=False, logging_level="WARNING")
     finally:

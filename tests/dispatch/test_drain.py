@@ -236,7 +236,7 @@ async def test_breaker_opens_holds_and_recovers_through_one_probe(
         from rq import Queue
 
         queue = Queue("test", connection=Redis.from_url(rt.settings.require_redis_url))
-        await relay_once(rt.engine, queue, ["erp"])  # releases the held deliveries
+        await relay_once(rt.engine, queue, ["erp"], hold=60)  # releases the held deliveries
         await drain(rt, "erp", budget=10)
 
     assert {r.status for r in await deliveries(engine)} == {"delivered"}
