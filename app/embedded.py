@@ -32,7 +32,7 @@ DATABASE = "mmhub"
 
 
 @dataclass
-class Runtime:
+class RunningServers:
     """What `runtime.json` records about the running servers."""
 
     pg_pid: int
@@ -115,17 +115,17 @@ class EmbeddedServers:
             fcntl.flock(handle, fcntl.LOCK_EX)
             yield
 
-    def running(self) -> Runtime | None:
+    def running(self) -> RunningServers | None:
         """The recorded servers if both are alive, else None."""
         try:
-            runtime = Runtime(**json.loads(self.runtime_file.read_text()))
+            runtime = RunningServers(**json.loads(self.runtime_file.read_text()))
         except (OSError, ValueError, TypeError):
             return None
         if _alive(runtime.pg_pid) and _alive(runtime.valkey_pid):
             return runtime
         return None
 
-    def start(self) -> tuple[Runtime, bool]:
+    def start(self) -> tuple[RunningServers, bool]:
         """Reuse running servers or start them; returns the runtime and whether we started them."""
         with self._lock():
             runtime = self.running()
@@ -134,7 +134,7 @@ class EmbeddedServers:
             self._stop_leftovers()
             pg_pid, pg_port = self.start_postgres()
             valkey_pid, valkey_port = self._start_valkey()
-            runtime = Runtime(pg_pid, pg_port, valkey_pid, valkey_port, os.getpid())
+            runtime = RunningServers(pg_pid, pg_port, valkey_pid, valkey_port, os.getpid())
             self.runtime_file.write_text(json.dumps(asdict(runtime)))
             return runtime, True
 

@@ -22,8 +22,8 @@ from sqlalchemy import text
 from app.db import make_engine, make_sessionmaker
 from app.hubconfig import HubConfig
 from app.main import create_app
+from app.outbox.states import pause_target, resume_target
 from app.settings import Settings
-from app.target_states import pause_target, resume_target
 from benchmarks.common import embedded_database
 from cli.fake_portal import FakePortal
 from dispatch.deliver import drain

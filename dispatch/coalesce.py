@@ -12,34 +12,7 @@ import uuid
 from typing import Any
 
 from app.hubconfig import HubConfig
-
-# Waiting deliveries that a newer one may stand in for (a claimed head is 'delivering').
-_SUPERSEDE = """
-WITH heads AS (
-    SELECT d.id, d.target, d.ordering_key, d.route, d.seq FROM deliveries d
-    WHERE d.id = ANY($1::uuid[]) AND d.claim_token = $2
-),
-newest AS (
-    SELECT h.id AS head_id, h.target, h.ordering_key, h.route, h.seq AS head_seq,
-           n.id AS newest_id, n.seq AS newest_seq
-    FROM heads h
-    CROSS JOIN LATERAL (
-        SELECT e.id, e.seq FROM deliveries e
-        WHERE e.target = h.target AND e.ordering_key = h.ordering_key AND e.route = h.route
-          AND e.seq > h.seq AND e.status IN ('pending', 'retrying', 'held')
-        ORDER BY e.seq DESC
-        LIMIT 1
-    ) n
-)
-UPDATE deliveries x
-SET status = 'superseded', superseded_by = nw.newest_id, claim_token = NULL, lease_until = NULL,
-    updated_at = now()
-FROM newest nw
-WHERE x.target = nw.target AND x.ordering_key = nw.ordering_key AND x.route = nw.route
-  AND x.seq >= nw.head_seq AND x.seq < nw.newest_seq
-  AND (x.id = nw.head_id OR x.status IN ('pending', 'retrying', 'held'))
-RETURNING x.id
-"""
+from app.outbox import claims
 
 
 def coalescing_routes(hub: HubConfig) -> frozenset[str]:
@@ -57,5 +30,5 @@ async def supersede_stale(
     heads = [row["id"] for row in rows if row["route"] in routes]
     if not heads:
         return rows
-    superseded = {record["id"] for record in await conn.fetch(_SUPERSEDE, heads, token)}
+    superseded = await claims.supersede(conn, heads, token)
     return [row for row in rows if row["id"] not in superseded]

@@ -3,7 +3,8 @@
 A claim is one UPDATE … FOR UPDATE SKIP LOCKED, so no two workers ever hold the same delivery; the
 claim carries a token and a lease, and a result is recorded only while the token is still ours.
 Ordering: a delivery is claimable only when no earlier delivery with the same (target, ordering key)
-is still on its way, so a retrying head holds the ones behind it and every other key flows on.
+is still on its way, so a retrying head holds the ones behind it and every other key flows on. The
+statements are in `app.outbox.claims`.
 """
 
 from __future__ import annotations
@@ -15,52 +16,20 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import text
-
 from app.hubconfig import Target as TargetSpec
-from app.target_states import hold_waiting
+from app.outbox import claims
+from app.outbox.envelope import build_cloudevent
+from app.outbox.states import Gate, gate, hold_waiting, judge_breaker
 from app.tracing import traceparent
 from dispatch.coalesce import coalescing_routes, supersede_stale
 from dispatch.echo import remember_writes
 from dispatch.enrich import claim_size, enrich
-from dispatch.limits import Gate, gate, judge_breaker
 from dispatch.retry import next_step
 from dispatch.runtime import Runtime
 from dispatch.targets.base import AttemptResult, Outbound
-from dispatch.targets.cloudevent import build_cloudevent
 from dispatch.telemetry import attempt_span, record_attempt, record_settled
 
 log = logging.getLogger(__name__)
-
-_CLAIM = text("""
-WITH due AS (
-    SELECT d.id FROM deliveries d
-    WHERE d.target = :target
-      AND d.status IN ('pending', 'retrying', 'delivering')
-      AND d.next_attempt_at <= now()
-      AND (d.status <> 'delivering' OR d.lease_until < now())
-      AND NOT EXISTS (
-          SELECT 1 FROM deliveries e
-          WHERE e.target = d.target AND e.ordering_key = d.ordering_key AND e.seq < d.seq
-            AND e.status IN ('pending', 'delivering', 'retrying', 'held')
-          -- OFFSET 0 keeps this a per-row probe of ix_deliveries_active_order (target,
-          -- ordering_key, seq). Without it the planner may turn it into an anti-join scanning every
-          -- active delivery of the target once per candidate: with stale statistics (a backlog
-          -- that built up faster than autoanalyze ran) a claim cost ~150 ms at 20,000 pending.
-          OFFSET 0)
-    ORDER BY d.next_attempt_at
-    LIMIT :limit
-    FOR UPDATE OF d SKIP LOCKED
-)
-UPDATE deliveries d
-SET status = 'delivering', claim_token = :token, updated_at = now(),
-    lease_until = now() + make_interval(secs => :lease)
-FROM due, events ev
-WHERE d.id = due.id AND ev.id = d.event_id
-RETURNING d.id, d.route, d.attempt_count, d.manual_next, d.retry_offset, d.payload_override,
-          ev.id AS event_id, ev.source, ev.type, ev.subject,
-          ev.origin, ev.occurred_at, ev.received_at, ev.payload, ev.request_id, ev.traceparent
-""")
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +90,7 @@ async def _lane(rt: Runtime, target: str, spec: TargetSpec, deadline: float, lan
                 limit = 1 if state is Gate.HALF_OPEN else claim_size(rt, target, _batch_size(spec))
                 token = uuid.uuid4()
                 lease = _lease_seconds(rt, target, spec, limit)
-                rows = await conn.fetch(_CLAIM_SQL, target, limit, token, lease)
+                rows = await claims.claim(conn, target, limit, token, lease)
                 to_send = await supersede_stale(conn, rows, token, coalescing)
             if not rows:
                 return done
@@ -207,39 +176,6 @@ async def _send(rt: Runtime, target: str, spec: TargetSpec, claimed: Claimed) ->
     return Sent(claimed, started, result)
 
 
-# The hot path's statements, in asyncpg's $n style (see _lane).
-_CLAIM_SQL = (
-    str(_CLAIM)
-    .replace(":target", "$1")
-    .replace(":limit", "$2")
-    .replace(":token", "$3")
-    .replace(":lease", "$4::float8")
-)
-# The attempts and the deliveries' next states in one statement; a settle applies only while the
-# claim token is still ours.
-_RECORD = """
-WITH attempts AS (
-    INSERT INTO delivery_attempts (delivery_id, target, number, started_at, duration_ms,
-                                   http_status, error_class, error, response_excerpt, outcome,
-                                   manual)
-    SELECT a.id, $1, a.number, a.started_at, a.duration_ms, a.http_status, a.error_class,
-           a.error, a.excerpt, a.outcome, a.manual
-    FROM unnest($2::uuid[], $3::int[], $4::timestamptz[], $5::int[], $6::int[], $7::text[],
-                $8::text[], $9::text[], $10::text[], $11::bool[])
-         AS a(id, number, started_at, duration_ms, http_status, error_class, error, excerpt,
-              outcome, manual)
-)
-UPDATE deliveries d
-SET status = u.status, attempt_count = d.attempt_count + 1,
-    next_attempt_at = coalesce(u.next, d.next_attempt_at), last_error = u.error,
-    delivered_at = u.delivered, lease_until = NULL, claim_token = NULL, manual_next = false,
-    updated_at = now()
-FROM unnest($2::uuid[], $12::uuid[], $13::text[], $14::timestamptz[], $15::text[],
-            $16::timestamptz[]) AS u(id, token, status, next, error, delivered)
-WHERE d.id = u.id AND d.claim_token = u.token
-"""
-
-
 async def _record(
     conn: Any, rt: Runtime, target: str, spec: TargetSpec, sent: list[Sent], *, probe: bool
 ) -> None:
@@ -276,7 +212,7 @@ async def _record(
     failed = any(item.result.outcome == "retry" and not item.claimed.manual for item in sent)
     probe_ok = sent[0].result.outcome == "delivered" if probe else None
     async with conn.transaction():
-        await conn.execute(_RECORD, target, *columns)
+        await claims.record(conn, target, columns)
         await remember_writes(conn, rt, target, sent)
         state = await judge_breaker(
             conn, target, spec.circuit_breaker, probe_ok=probe_ok, failed=failed

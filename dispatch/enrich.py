@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 from app.bitrix24.records import Read, read_records
 from app.bitrix24.rest import MAX_COMMANDS, PortalClient
 from dispatch.echo import echoes
-from dispatch.targets.base import AttemptResult, Outcome
+from dispatch.retry import Outcome
+from dispatch.targets.base import AttemptResult
 
 if TYPE_CHECKING:
     from dispatch.deliver import Claimed

@@ -24,8 +24,9 @@ from redis.asyncio.lock import Lock as AsyncLock
 from redis.exceptions import LockError, RedisError
 from redis.lock import Lock
 from rq import Queue
-from sqlalchemy import text
 
+from app.db import driver_connection
+from app.outbox.claims import any_due
 from app.tracing import traceparent
 from dispatch.deliver import drain
 from dispatch.runtime import Runtime
@@ -33,12 +34,6 @@ from dispatch.runtime import Runtime
 log = logging.getLogger(__name__)
 
 KEY = "mmhub:drain:{}"
-
-_ANY_DUE = text(
-    "SELECT EXISTS (SELECT 1 FROM deliveries WHERE target = :target "
-    "AND status IN ('pending', 'retrying', 'delivering') AND next_attempt_at <= now() "
-    "AND (status <> 'delivering' OR lease_until < now()))"
-)
 
 
 def enqueue_drain(queue: Queue, target: str, hold: float) -> bool:
@@ -94,7 +89,7 @@ async def drain_and_hand_over(rt: Runtime, target: str, job_id: str | None = Non
             with contextlib.suppress(LockError):  # lapsed (Redis lost it): nothing to release
                 await lock.release()
             async with rt.engine.connect() as conn:
-                due = (await conn.execute(_ANY_DUE, {"target": target})).scalar_one()
+                due = await any_due(await driver_connection(conn), target)
             # Still work (budget spent, or it arrived meanwhile): continue if no other job took over.
             if not due or not await lock.acquire(blocking=False, token=job_id):
                 return total

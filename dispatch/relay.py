@@ -16,14 +16,14 @@ from opentelemetry.trace import SpanKind
 from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue
-from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db import driver_connection, make_engine
 from app.ingest.committer import NOTIFY_CHANNEL
+from app.outbox.claims import due_targets
+from app.outbox.states import release_held
 from app.settings import Settings
-from app.target_states import release_held
 from app.tracing import tracer
 from dispatch.gauges import keep_gauges
 from dispatch.handover import enqueue_drain, keep_queued
@@ -32,15 +32,6 @@ from dispatch.pullers import run_pullers
 from dispatch.retention import run_retention
 
 log = logging.getLogger(__name__)
-
-# Targets with due work.
-_DUE_TARGETS = text("""
-SELECT t.target FROM unnest(CAST(:targets AS text[])) AS t(target)
-WHERE EXISTS (
-    SELECT 1 FROM deliveries d
-    WHERE d.target = t.target AND d.status IN ('pending', 'retrying', 'delivering')
-      AND d.next_attempt_at <= now() AND (d.status <> 'delivering' OR d.lease_until < now()))
-""")
 
 
 async def relay_once(
@@ -51,8 +42,9 @@ async def relay_once(
     `hold` is the visibility timeout: a target's drain key lapses after it unless renewed, and
     the relay renews the keys of jobs still waiting in the queue."""
     async with engine.begin() as conn:
-        await release_held(await driver_connection(conn), targets)
-        due = (await conn.execute(_DUE_TARGETS, {"targets": targets})).scalars().all()
+        driver = await driver_connection(conn)
+        await release_held(driver, targets)
+        due = await due_targets(driver, targets)
     enqueued = []
     for target in due:
         with tracer.start_as_current_span(

@@ -16,7 +16,9 @@ if TYPE_CHECKING:
     # Only for annotations: the targets import this module at run time.
     from dispatch.targets.base import AttemptResult
 
-Outcome = Literal["delivered", "retry", "dead"]
+# What one attempt came to, as its target judged it; next_step decides what follows. `suppressed`:
+# not sent, the change was the hub's own write coming back (echo_user_id).
+Outcome = Literal["delivered", "retry", "dead", "suppressed"]
 State = Literal["delivered", "retrying", "dead", "suppressed"]
 
 # Statuses that say "not now" rather than "never": timeouts, too early, rate limits, gateway trouble.

@@ -17,8 +17,8 @@ from app.errors import Conflict, NotFound, Unprocessable
 from app.ids import new_id
 from app.ingest.committer import NOTIFY_CHANNEL
 from app.models import AuditEntry, Delivery, DeliveryStatus, Event, ReplayJob
+from app.outbox.states import pause_target, resume_target
 from app.secrets import redact
-from app.target_states import pause_target, resume_target
 
 BULK_CAP = 10_000
 BATCH = 500

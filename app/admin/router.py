@@ -34,7 +34,7 @@ from app.admin.schemas import (
 from app.errors import NotFound, Unprocessable
 from app.hubconfig import AdminToken, Target
 from app.ingest.replies import Problem
-from app.target_states import get_state
+from app.outbox.states import get_state
 
 _PROBLEM = {"model": Problem, "content": {"application/problem+json": {}}}
 _ERRORS: dict[int | str, dict[str, Any]] = {

@@ -8,6 +8,7 @@ from fastapi import Request
 
 from app.hubconfig import Route
 from app.models import Delivery, Event
+from app.outbox.envelope import build_cloudevent
 
 
 def route_of(request: Request, name: str) -> Route | None:
@@ -19,11 +20,8 @@ def route_of(request: Request, name: str) -> Route | None:
 def cloudevent_of(event: Event, delivery: Delivery | None) -> dict[str, Any]:
     """The CloudEvent a target gets for this event (with an edit-and-replay's data when set).
 
-    Built by the dispatcher's own function, so the page shows exactly what is sent.
+    Built by the targets' own function, so the page shows exactly what is sent.
     """
-    # Imported here: the console is in the API process, which otherwise never loads dispatch/.
-    from dispatch.targets.cloudevent import build_cloudevent
-
     row = {column.key: getattr(event, column.key) for column in Event.__table__.columns}
     envelope = build_cloudevent(row)
     if delivery is not None and delivery.payload_override is not None:

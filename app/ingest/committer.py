@@ -25,7 +25,7 @@ from app.errors import ServiceUnavailable, Unprocessable
 from app.ids import new_id
 from app.ingest.held import HeldConnection
 from app.ingest.idempotency import canonical_json, is_keyed
-from app.ingest.model import NewEvent, Outcome
+from app.ingest.model import IngestResult, NewEvent
 from app.tracing import batch_span
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ class _Submission:
     """One request's rows (one, or a batch's) and the future its request waits on."""
 
     rows: list[_Row]
-    future: asyncio.Future[list[Outcome]]
+    future: asyncio.Future[list[IngestResult]]
 
     @property
     def may_conflict(self) -> bool:
@@ -132,11 +132,11 @@ class GroupCommitter:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    async def submit(self, event: NewEvent) -> Outcome:
+    async def submit(self, event: NewEvent) -> IngestResult:
         """Store the event and its deliveries; returns once they are committed."""
         return (await self.submit_many([event]))[0]
 
-    async def submit_many(self, events: Sequence[NewEvent]) -> list[Outcome]:
+    async def submit_many(self, events: Sequence[NewEvent]) -> list[IngestResult]:
         """Store a batch's events in one transaction; a row that cannot be stored names its index."""
         rows = []
         for index, event in enumerate(events):
@@ -146,7 +146,7 @@ class GroupCommitter:
                 if len(events) == 1:
                     raise
                 raise Unprocessable(f"row {index}: {exc.detail}", index=index) from None
-        future: asyncio.Future[list[Outcome]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[list[IngestResult]] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Submission(rows, future))
         return await future
 
@@ -185,7 +185,7 @@ class GroupCommitter:
 
     async def _flush(
         self, conn: AsyncConnection, submissions: Sequence[_Submission]
-    ) -> list[list[Outcome]]:
+    ) -> list[list[IngestResult]]:
         rows = [row for submission in submissions for row in submission.rows]
         # The first of several identical requests in one batch is the one stored.
         firsts: dict[_Key, _Row] = {}
@@ -245,24 +245,24 @@ def _outcome(
     firsts: dict[_Key, _Row],
     new_ids: set[uuid.UUID],
     existing: dict[_Key, tuple[uuid.UUID, bytes | None]],
-) -> Outcome:
+) -> IngestResult:
     first = firsts[row.key]
     if first is row and row.event.id in new_ids:
-        return Outcome(row.event.id, duplicate=False, deliveries=len(row.event.deliveries))
+        return IngestResult(row.event.id, duplicate=False, deliveries=len(row.event.deliveries))
     if first.event.id in new_ids:
         original, digest = first.event.id, first.digest
     else:
         original, digest = existing[row.key]
         if first is row and original == row.event.id:
             # Our own row, committed by an attempt whose reply was lost (see HeldConnection.run).
-            return Outcome(row.event.id, duplicate=False, deliveries=len(row.event.deliveries))
+            return IngestResult(row.event.id, duplicate=False, deliveries=len(row.event.deliveries))
     # A stored event without a digest predates migration 0004: nothing to compare, a duplicate.
     conflict = row.digest is not None and digest is not None and digest != row.digest
-    return Outcome(original, duplicate=True, deliveries=0, conflict=conflict)
+    return IngestResult(original, duplicate=True, deliveries=0, conflict=conflict)
 
 
 def _undone(
-    submissions: Sequence[_Submission], outcomes: list[list[Outcome]], new_ids: set[uuid.UUID]
+    submissions: Sequence[_Submission], outcomes: list[list[IngestResult]], new_ids: set[uuid.UUID]
 ) -> list[uuid.UUID]:
     """The rows just inserted for batches that have a conflicting row: all or nothing."""
     return [

@@ -36,7 +36,7 @@ class NewEvent:
 
 
 @dataclass(frozen=True, slots=True)
-class Outcome:
+class IngestResult:
     event_id: uuid.UUID  # the event stored, or for a duplicate the one stored first
     duplicate: bool
     deliveries: int
@@ -59,7 +59,7 @@ class Outcome:
         }
 
 
-def batch_reply(outcomes: list[Outcome]) -> dict[str, Any]:
+def batch_reply(outcomes: list[IngestResult]) -> dict[str, Any]:
     """A batch's reply: every row was accepted, `duplicates` of them were already stored."""
     return {
         "status": "accepted",

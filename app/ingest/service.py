@@ -9,7 +9,7 @@ from fastapi import Request
 
 from app.errors import Conflict
 from app.ingest.committer import GroupCommitter
-from app.ingest.model import NewEvent, Outcome, PlannedDelivery
+from app.ingest.model import IngestResult, NewEvent, PlannedDelivery
 from app.ingest.routing import plan_deliveries
 from app.ingest.spool import Spool
 from app.logs import bind
@@ -21,13 +21,13 @@ log = logging.getLogger(__name__)
 _PLANS: dict[tuple[int, str, str], list[PlannedDelivery]] = {}  # the hub config is immutable
 
 
-async def record_event(request: Request, event: NewEvent) -> Outcome:
+async def record_event(request: Request, event: NewEvent) -> IngestResult:
     """Plan one delivery per routed target and wait until all of it is committed."""
     [outcome] = await record_events(request, [event])
     return outcome
 
 
-async def record_events(request: Request, events: Sequence[NewEvent]) -> list[Outcome]:
+async def record_events(request: Request, events: Sequence[NewEvent]) -> list[IngestResult]:
     """Commit a request's events (a batch: all or none) and their deliveries.
 
     Raises:
@@ -71,7 +71,7 @@ async def record_events(request: Request, events: Sequence[NewEvent]) -> list[Ou
     return outcomes
 
 
-def _refuse_conflict(event: NewEvent, outcome: Outcome, index: int | None) -> None:
+def _refuse_conflict(event: NewEvent, outcome: IngestResult, index: int | None) -> None:
     """Count and log a reused Idempotency-Key (the key itself is the client's: not logged)."""
     IDEMPOTENCY_CONFLICTS.labels(event.source).inc()
     log.warning(

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.errors import ServiceUnavailable, Unprocessable
 from app.ingest.committer import GroupCommitter, prepare
-from app.ingest.model import NewEvent, Outcome
+from app.ingest.model import IngestResult, NewEvent
 from app.ingest.spoolfile import (
     SpoolFile,
     any_pending,
@@ -116,7 +116,7 @@ class Spool:
         if self in _LIVE:
             _LIVE.remove(self)
 
-    async def submit(self, event: NewEvent) -> Outcome:
+    async def submit(self, event: NewEvent) -> IngestResult:
         """Commit the event, or spool it: 200 or 202 for the client, 503 only when neither works."""
         if self._waiting.is_set() or self._others_pending():
             return await self._append(event)
@@ -125,7 +125,7 @@ class Spool:
         except ServiceUnavailable:
             return await self._append(event)
 
-    async def _append(self, event: NewEvent) -> Outcome:
+    async def _append(self, event: NewEvent) -> IngestResult:
         prepare(event)  # what could never be committed is refused now, not at drain
         own = self._own
         if own is None:
@@ -143,7 +143,9 @@ class Spool:
                 ) from None
             self._waiting.set()
         log.info("database unavailable: event spooled (%d waiting)", self.events)
-        return Outcome(event.id, duplicate=False, deliveries=len(event.deliveries), spooled=True)
+        return IngestResult(
+            event.id, duplicate=False, deliveries=len(event.deliveries), spooled=True
+        )
 
     def _claim(self) -> None:
         """Take the first free slot, and every other free file that still holds events."""

@@ -6,9 +6,9 @@ from collections.abc import Callable
 from typing import Any
 
 from app.hubconfig import Target as TargetSpec
+from app.outbox.envelope import build_cloudevent
 from dispatch.targets.base import AttemptResult, Outbound, Target
 from dispatch.targets.bitrix24 import Bitrix24Target
-from dispatch.targets.cloudevent import build_cloudevent
 from dispatch.targets.http import HttpTarget
 from dispatch.targets.onec import OneCTarget
 from dispatch.targets.walking_warehouse import WalkingWarehouseTarget

@@ -9,12 +9,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import aiohttp
 
-# `suppressed`: not sent, the change was the hub's own write coming back (echo_user_id).
-Outcome = Literal["delivered", "retry", "dead", "suppressed"]
+from dispatch.retry import Outcome  # `suppressed`: not sent, the hub's own write came back
+
 # (outcome, error class, human reason) as a target judges a reply.
 Verdict = tuple[Outcome, str | None, str | None]
 

@@ -22,12 +22,11 @@ from app.bitrix24.oauth import OAuthRefused, OAuthUnavailable
 from app.bitrix24.rest import Credentials, secret_parts
 from app.hubconfig import Bitrix24Target as Bitrix24Spec
 from app.sources.bitrix24.identity import CRM_TYPES
-from dispatch.retry import classify_status
+from dispatch.retry import Outcome, classify_status
 from dispatch.targets.base import (
     AttemptResult,
     DeliveryError,
     Outbound,
-    Outcome,
     PermanentError,
     Reply,
     RetryableError,

@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
-from dispatch.targets.cloudevent import build_cloudevent
+from app.outbox.envelope import build_cloudevent
 
 EVENT_ID = uuid.UUID("0193e6a4-6a1b-7c3d-8e9f-0a1b2c3d4e5f")
 RECEIVED = datetime(2025, 12, 18, 8, 40, 1, 250000, tzinfo=UTC)

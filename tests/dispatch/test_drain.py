@@ -10,8 +10,8 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.outbox.states import pause_target, resume_target
 from app.settings import Settings
-from app.target_states import pause_target, resume_target
 from dispatch.deliver import drain
 from dispatch.relay import relay_once
 from dispatch.runtime import Runtime

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import text
 
 from app.db import make_engine
-from app.embedded import EmbeddedServers, Runtime, remove_state
+from app.embedded import EmbeddedServers, RunningServers, remove_state
 from app.migrate import upgrade
 
 
@@ -40,6 +40,6 @@ async def own_servers(module_servers: EmbeddedServers) -> EmbeddedServers:
     return module_servers
 
 
-def recorded_runtime(servers: EmbeddedServers) -> Runtime:
+def recorded_runtime(servers: EmbeddedServers) -> RunningServers:
     """The ports the servers were started on (also while PostgreSQL is stopped)."""
-    return Runtime(**json.loads(servers.runtime_file.read_text()))
+    return RunningServers(**json.loads(servers.runtime_file.read_text()))

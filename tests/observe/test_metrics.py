@@ -9,8 +9,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db import make_sessionmaker
+from app.outbox.states import pause_target, resume_target
 from app.settings import Settings
-from app.target_states import pause_target, resume_target
 from dispatch.deliver import drain
 from dispatch.gauges import refresh_gauges
 from dispatch.runtime import Runtime

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db import make_sessionmaker
 from app.embedded import free_port
-from app.target_states import pause_target
+from app.outbox.states import pause_target
 from tests.dispatch.harness import FORM, deal, eventually
 from tests.fake_target import FakeTarget
 from tests.roles import ROOT, Processes, hub_ports

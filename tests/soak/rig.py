@@ -21,7 +21,7 @@ import psutil
 import yaml
 from aiohttp import web
 
-from app.embedded import EmbeddedServers, Runtime
+from app.embedded import EmbeddedServers, RunningServers
 from app.migrate import upgrade
 from tests.fake_target import FakeTarget, Reply
 from tests.hub_config import HUB_CONFIG
@@ -108,7 +108,7 @@ class Rig:
     durable: bool
     visibility_timeout: str
     servers: EmbeddedServers = field(init=False)
-    runtime: Runtime = field(init=False)
+    runtime: RunningServers = field(init=False)
     erp: RecordingSink = field(default_factory=RecordingSink)
     audit: RecordingSink = field(default_factory=RecordingSink)
     apis: list[str] = field(default_factory=list)

@@ -1,6 +1,8 @@
-"""Pause and resume of a target, stored in PostgreSQL so every worker honours it; hold and release.
+"""A target's state in PostgreSQL, which every worker honours: pause and resume, hold and release,
+the gate a drain reads before it claims and the circuit breaker it judges after it records.
 
-Hold and release are written once here, in asyncpg's style, for the drain's connection, the relay
+The breaker lives in PostgreSQL: the attempt rows it judges are already there, and its state
+survives a Redis flush. Statements are in asyncpg's style, for the drain's connection, the relay
 and the admin services alike. Lock order: a statement that changes target_states takes that row
 first; hold and release then lock deliveries in id order and skip rows another transaction holds
 (a claim, a record, a cancel: none of those rows is waiting), so they never wait on a delivery and
@@ -10,6 +12,7 @@ they skip is held by the drain when it next reads the gate, or released by the r
 
 from __future__ import annotations
 
+import enum
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -17,7 +20,34 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import driver_connection, retry_conflicts
+from app.hubconfig import CircuitBreaker
 from app.models import TargetState
+
+
+class Gate(enum.Enum):
+    CLOSED = "closed"  # deliver freely
+    HALF_OPEN = "half_open"  # one probe decides
+    OPEN = "open"  # hold everything, spend no attempts
+    PAUSED = "paused"  # an operator said so
+
+
+_GATE = "SELECT paused, breaker_open_until, now() AS now FROM target_states WHERE target = $1"
+_WINDOW = (
+    "SELECT count(*), count(*) FILTER (WHERE a.outcome = 'retry') "
+    "FROM delivery_attempts a WHERE a.target = $1 AND a.manual = false "
+    "AND a.started_at > greatest(now() - $2::interval, coalesce("
+    "(SELECT breaker_reset_at FROM target_states WHERE target = $1), '-infinity'::timestamptz))"
+)
+_OPEN = (
+    "INSERT INTO target_states (target, breaker_open_until, updated_at) "
+    "VALUES ($1, now() + $2::interval, now()) ON CONFLICT (target) DO UPDATE "
+    "SET breaker_open_until = excluded.breaker_open_until, updated_at = now()"
+)
+_CLOSE = (
+    "INSERT INTO target_states (target, breaker_open_until, breaker_reset_at, updated_at) "
+    "VALUES ($1, NULL, now(), now()) ON CONFLICT (target) DO UPDATE "
+    "SET breaker_open_until = NULL, breaker_reset_at = now(), updated_at = now()"
+)
 
 _HOLD = """
 WITH locked AS (
@@ -54,6 +84,41 @@ async def release_held(conn: Any, targets: list[str]) -> int:
     """Held deliveries of these targets, if neither paused nor open, are due again now."""
     status: str = await conn.execute(_RELEASE, targets)
     return int(status.rsplit(" ", 1)[-1])
+
+
+async def gate(conn: Any, target: str) -> Gate:
+    """The target's state as every worker sees it now."""
+    row = await conn.fetchrow(_GATE, target)
+    if row is None:
+        return Gate.CLOSED
+    if row["paused"]:
+        return Gate.PAUSED
+    if row["breaker_open_until"] is None:
+        return Gate.CLOSED
+    return Gate.OPEN if row["breaker_open_until"] > row["now"] else Gate.HALF_OPEN
+
+
+async def judge_breaker(
+    conn: Any, target: str, config: CircuitBreaker, *, probe_ok: bool | None, failed: bool
+) -> Gate:
+    """Update the breaker after a batch: close or reopen after a probe, open on a failure ratio.
+
+    A batch without a retryable failure cannot open it (the ratio only falls), so the window is
+    counted only when one happened: a healthy target costs no query.
+    """
+    if not config.enabled:
+        return Gate.CLOSED
+    if probe_ok is True:
+        await conn.execute(_CLOSE, target)
+        return Gate.CLOSED
+    if probe_ok is None:
+        if not failed:
+            return Gate.CLOSED
+        total, failures = await conn.fetchrow(_WINDOW, target, config.window)
+        if total < config.min_attempts or failures < config.failure_ratio * total:
+            return Gate.CLOSED
+    await conn.execute(_OPEN, target, config.open_for)
+    return Gate.OPEN
 
 
 @retry_conflicts
