@@ -7,8 +7,8 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.admin.actions import audit
 from app.retention import DEFAULT_BATCH, DEFAULT_DUTY_CYCLE, PurgeReport, purge
+from app.support.actions import audit
 
 
 async def audited_purge(

@@ -27,33 +27,15 @@ Cheap at any size, index-driven (no schema change). One batch is:
    event's deliveries through `deliveries(event_id)` and each delivery's attempts through
    `delivery_attempts(delivery_id, number)` (the RI triggers' generic plans are index scans).
 
-Measured (`python -m benchmarks.purge`: durable embedded PostgreSQL 16 with its defaults,
-shared_buffers 128MB and max_wal_size 1GB, on 2 cores; the real app ingesting 200 Bitrix24
-requests/s throughout):
-- 10M events (+10M deliveries, +10M attempts: 15.0 + 2.6 + 2.0 GB), purging the 5M older than
-  30 days with the defaults: 374 s, 13.4k events/s (40k rows/s); 5,000 batches of 1,000, batch
-  p50 31.5 ms, p99 105 ms, and flat: the p50 of each tenth of the run is 28-35 ms. Ingest p50/p99
-  3.3/51 ms during the purge vs 2.7/4.8 ms without; the tail is the database's write-back, not the
-  queries: the purge wrote 9.6 GB of WAL (1.9 KB per event, mostly full-page images), forced 18
-  checkpoints and read 11 GB through the 128MB of shared buffers. (A larger max_wal_size and
-  shared_buffers, and wal_compression, are the knobs for that; a lower duty_cycle spreads it.)
-- duty_cycle 1.0 on the same 10M (another run, with other test runs sharing the cores): 391 s,
-  12.8k events/s, batch p50 68 ms; 2M on a quiet machine: 24.7k events/s with ingest p99 44 ms
-  vs 23 ms at 0.5 and 23 ms at 0.25 (baselines 7-13 ms): 0.5 halves the tail, less buys little.
-- EXPLAIN (ANALYZE, BUFFERS) of one 1,000-event batch: the same plans and the same buffer counts
-  at 200 thousand and at 10 million events (candidate scan 6,083 shared hits + 202 reads, 4-8 ms;
-  delete with cascade 9.5-17 ms, 4-8 us per cascade trigger call). A batch costs what `batch`
-  says, not what the table holds.
-- The deleted rows stay dead index entries until autovacuum: a run started right after another
-  walks past them once, in its first batch (4.8 s past 5M dead rows, read-only, no row locked).
+Measured by `make bench-purge`; the figures are in benchmarks/README.md.
 
 Why not time partitioning: with `events` partitioned by `received_at`, retention would be a
 `DROP PARTITION`, but a unique index on a partitioned table must include the partition key, so the
 global `UNIQUE (source, dedup_key)` that ingest deduplicates on (`INSERT … ON CONFLICT DO NOTHING`)
 could not exist; `deliveries.event_id` would need a composite foreign key with `received_at`; and a
 partition can only be dropped whole, while retention must keep events with active deliveries (and
-dead ones without `include_dead`). Measured above, the index-driven purge is flat per batch and
-runs at over 60x the ingest rate it must keep up with: it is the equivalent, without those costs.
+dead ones without `include_dead`). The index-driven purge is flat per batch (see the bench) and
+runs far faster than the ingest it must keep up with: it is the equivalent, without those costs.
 """
 
 from __future__ import annotations

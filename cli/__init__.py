@@ -14,7 +14,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -36,65 +35,17 @@ cli = typer.Typer(
 )
 
 
-def settings_or_exit(*, own: bool = False) -> Settings:
-    """Load and resolve settings; a configuration error ends the command with one clear line."""
-    from app.logs import setup_logging
-    from app.settings import ConfigError, load_settings
-    from cli.connections import resolve
-
-    try:
-        use_running_config()
-        use_dev_token_keys()
-        settings = load_settings()
-        setup_logging(settings.log_level)
-        return resolve(settings, own=own)
-    except ConfigError as exc:
-        typer.secho(f"configuration error: {exc}", err=True, fg="red")
-        raise typer.Exit(2) from None
-
-
-def _config_record() -> Path:
-    return Path(os.environ.get("MMHUB_STATE_DIR", ".mmhub")) / "config-path"
-
-
 def _listening(port: int) -> bool:
     with contextlib.closing(socket.socket()) as probe:
         probe.settimeout(0.5)
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
-def use_dev_token_keys() -> None:
-    """On the embedded servers (no MMHUB_DATABASE_URL), without MMHUB_TOKEN_KEYS: a local key kept in the state
-    directory, so that `make run`'s application portal keeps its tokens readable across restarts."""
-    if "MMHUB_TOKEN_KEYS" in os.environ or "MMHUB_DATABASE_URL" in os.environ:
-        return
-    path = Path(os.environ.get("MMHUB_STATE_DIR", ".mmhub")) / "token-keys"
-    if not path.exists():
-        from app.bitrix24.cipher import new_key
-
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch(mode=0o600)
-        path.write_text(new_key())
-    os.environ["MMHUB_TOKEN_KEYS"] = path.read_text().strip()
-
-
-def use_running_config() -> None:
-    """With no MMHUB_CONFIG and no ./mmhub.yaml, use the file `make run` runs with (a second
-    terminal then knows the same targets as the hub it talks to)."""
-    if "MMHUB_CONFIG" in os.environ or Path("mmhub.yaml").exists():
-        return
-    try:
-        recorded = Path(_config_record().read_text().strip())
-    except OSError:
-        return
-    if recorded.exists():
-        os.environ["MMHUB_CONFIG"] = str(recorded)
-
-
 @cli.command()
 def migrate() -> None:
     """Apply the database migrations (alembic upgrade head)."""
     from app.migrate import upgrade
+    from cli.connections import settings_or_exit
 
     settings = settings_or_exit()
     upgrade(settings.require_database_url)
@@ -110,6 +61,7 @@ def api(
     import uvicorn
 
     from app.main import create_app
+    from cli.connections import settings_or_exit
 
     settings = settings_or_exit()
     uvicorn.run(
@@ -130,6 +82,7 @@ def relay() -> None:
     import asyncio
     import signal as signals
 
+    from cli.connections import settings_or_exit
     from dispatch.relay import run_relay
     from dispatch.ssrf import check_targets
 
@@ -152,6 +105,7 @@ def worker(
     burst: Annotated[bool, typer.Option(help="exit when the queue is empty")] = False,
 ) -> None:
     """Deliver: take drain jobs from the queue (an RQ SimpleWorker, see dispatch/worker.py)."""
+    from cli.connections import settings_or_exit
     from dispatch.ssrf import check_targets
     from dispatch.worker import run_worker
 
@@ -252,11 +206,12 @@ def dev(
 ) -> None:
     """Embedded servers, migrations, then every process role in the foreground (Ctrl-C stops all)."""
     from app.migrate import upgrade
+    from cli.connections import config_record, settings_or_exit
 
     settings = settings_or_exit(own=True)
     upgrade(settings.require_database_url)
-    _config_record().parent.mkdir(parents=True, exist_ok=True)
-    _config_record().write_text(str(settings.config.resolve()))
+    config_record().parent.mkdir(parents=True, exist_ok=True)
+    config_record().write_text(str(settings.config.resolve()))
     env = {
         **os.environ,
         "MMHUB_DATABASE_URL": settings.require_database_url,

@@ -1,13 +1,19 @@
-"""Where the database and Redis are: the configured URLs, else the embedded servers."""
+"""The settings a command runs with, and where the database and Redis are: the configured URLs,
+else the embedded servers."""
 
 from __future__ import annotations
 
 import atexit
 import importlib.util
 import logging
+import os
+from pathlib import Path
+
+import typer
 
 from app.embedded import EmbeddedServers
-from app.settings import ConfigError, Settings
+from app.logs import setup_logging
+from app.settings import ConfigError, Settings, load_settings
 
 log = logging.getLogger(__name__)
 
@@ -48,3 +54,48 @@ def resolve(settings: Settings, *, own: bool = False) -> Settings:
             "redis_url": settings.redis_url or runtime.redis_url,
         }
     )
+
+
+def settings_or_exit(*, own: bool = False) -> Settings:
+    """Load and resolve settings; a configuration error ends the command with one clear line."""
+    try:
+        use_running_config()
+        use_dev_token_keys()
+        settings = load_settings()
+        setup_logging(settings.log_level)
+        return resolve(settings, own=own)
+    except ConfigError as exc:
+        typer.secho(f"configuration error: {exc}", err=True, fg="red")
+        raise typer.Exit(2) from None
+
+
+def config_record() -> Path:
+    return Path(os.environ.get("MMHUB_STATE_DIR", ".mmhub")) / "config-path"
+
+
+def use_dev_token_keys() -> None:
+    """On the embedded servers (no MMHUB_DATABASE_URL), without MMHUB_TOKEN_KEYS: a local key kept in the state
+    directory, so that `make run`'s application portal keeps its tokens readable across restarts."""
+    if "MMHUB_TOKEN_KEYS" in os.environ or "MMHUB_DATABASE_URL" in os.environ:
+        return
+    path = Path(os.environ.get("MMHUB_STATE_DIR", ".mmhub")) / "token-keys"
+    if not path.exists():
+        from app.bitrix24.cipher import new_key
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(new_key())
+    os.environ["MMHUB_TOKEN_KEYS"] = path.read_text().strip()
+
+
+def use_running_config() -> None:
+    """With no MMHUB_CONFIG and no ./mmhub.yaml, use the file `make run` runs with (a second
+    terminal then knows the same targets as the hub it talks to)."""
+    if "MMHUB_CONFIG" in os.environ or Path("mmhub.yaml").exists():
+        return
+    try:
+        recorded = Path(config_record().read_text().strip())
+    except OSError:
+        return
+    if recorded.exists():
+        os.environ["MMHUB_CONFIG"] = str(recorded)

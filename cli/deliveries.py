@@ -12,8 +12,8 @@ from rich.table import Table
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.admin.queries import get_delivery, search_deliveries
 from app.models import Delivery
+from app.support.queries import get_delivery, search_deliveries
 from cli.output import (
     Record,
     ago,
@@ -177,7 +177,7 @@ def cancel(
     key, who = parse_id(delivery_id), actor or default_actor()
 
     async def work(session: AsyncSession) -> tuple[str | None, Record]:
-        from app.admin.actions import cancel_delivery
+        from app.support.actions import cancel_delivery
 
         previous = await _status(session, key)
         await cancel_delivery(session, key, who, reason)
@@ -205,7 +205,7 @@ def edit_replay(
     data = _read_object(data_file)
 
     async def work(session: AsyncSession) -> Record:
-        from app.admin.actions import edit_and_replay
+        from app.support.actions import edit_and_replay
 
         await edit_and_replay(session, key, data, who, reason)
         return delivery_record(await get_delivery(session, key))

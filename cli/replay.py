@@ -13,17 +13,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.admin import actions
-from app.admin.actions import (
+from app.errors import NotFound
+from app.models import Delivery, ReplayJob
+from app.support import actions
+from app.support.actions import (
     cancel_replay_job,
     count_matching,
     replay_delivery,
     start_bulk_replay,
 )
-from app.admin.bulk import run_bulk_replay
-from app.admin.filters import DeliveryFilter
-from app.errors import NotFound
-from app.models import Delivery, ReplayJob
+from app.support.bulk import run_bulk_replay
+from app.support.filters import DeliveryFilter
 from cli.output import Record, console, emit_json, print_table, say, status_text, table
 from cli.support import (
     ActorOpt,

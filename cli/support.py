@@ -21,10 +21,11 @@ from pydantic import ValidationError
 from sqlalchemy.exc import InterfaceError, OperationalError, ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.admin.filters import DeliveryFilter, parse_when
 from app.db import make_engine, make_sessionmaker
 from app.errors import HubError
 from app.settings import ConfigError, Settings
+from app.support.filters import DeliveryFilter, parse_when
+from cli.connections import settings_or_exit
 
 T = TypeVar("T")
 Sessions = async_sessionmaker[AsyncSession]
@@ -131,8 +132,6 @@ def interactive() -> bool:
 
 def load_settings_or_exit() -> Settings:
     """The hub's settings with the database resolved (the embedded one `make run` started)."""
-    from cli import settings_or_exit
-
     return settings_or_exit()
 
 

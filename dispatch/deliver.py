@@ -69,7 +69,7 @@ async def _lane(rt: Runtime, target: str, spec: TargetSpec, deadline: float, lan
 
     The hot path talks to asyncpg directly (the pool's own connection, SQLAlchemy's codecs): per
     batch one transaction reads the gate and claims, one statement records, where SQLAlchemy
-    sessions cost ~1 ms of worker CPU per transaction. Pauses and the breaker work as before.
+    sessions cost far more worker CPU per transaction. Pauses and the breaker work as before.
     """
     loop = asyncio.get_running_loop()
     done = 0

@@ -15,9 +15,9 @@ from datetime import UTC, datetime
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.admin.queries import stats, target_states
 from app.db import make_sessionmaker
 from app.models import ACTIVE_STATUSES
+from app.support.queries import stats, target_states
 from app.telemetry import BACKLOG, CIRCUIT_OPEN, OLDEST_DUE, TARGET_PAUSED
 
 log = logging.getLogger(__name__)

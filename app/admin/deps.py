@@ -15,10 +15,10 @@ from fastapi import Depends, Request
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.admin import actions
-from app.admin.bulk import run_bulk_replay
 from app.errors import HubError
 from app.models import ReplayJob
+from app.support import actions
+from app.support.bulk import run_bulk_replay
 
 log = logging.getLogger(__name__)
 

@@ -10,10 +10,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, BackgroundTasks, Depends, Query, Request, Response
 from pydantic import ValidationError
 
-from app.admin import actions, queries
 from app.admin.auth import Operator, Reader, Viewer
 from app.admin.deps import Runner, Session
-from app.admin.filters import DeliveryFilter, parse_when
 from app.admin.pii import Shown, shown_to
 from app.admin.schemas import (
     AuditOut,
@@ -35,6 +33,8 @@ from app.errors import NotFound, Unprocessable
 from app.hubconfig import AdminToken, Target
 from app.ingest.replies import Problem
 from app.outbox.states import get_state
+from app.support import actions, queries
+from app.support.filters import DeliveryFilter, parse_when
 
 _PROBLEM = {"model": Problem, "content": {"application/problem+json": {}}}
 _ERRORS: dict[int | str, dict[str, Any]] = {

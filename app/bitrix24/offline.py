@@ -20,7 +20,6 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from app.admin.actions import audit
 from app.bitrix24.pulled import covered, pulled_event, timestamp
 from app.bitrix24.rest import PortalClient
 from app.hubconfig import HubConfig, Portal
@@ -29,6 +28,7 @@ from app.ingest.model import NewEvent
 from app.models import Bitrix24OfflineState
 from app.secrets import redact
 from app.sources.errors import ShapeError
+from app.support.actions import audit
 
 log = logging.getLogger(__name__)
 

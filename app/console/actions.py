@@ -14,12 +14,12 @@ from fastapi import APIRouter, BackgroundTasks, Form, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
 
-from app.admin import actions
 from app.admin.deps import Runner, Session
-from app.admin.filters import DeliveryFilter
 from app.console.session import Acting, ConsoleUser
 from app.console.views import redirect, render
 from app.errors import HubError, Unprocessable
+from app.support import actions
+from app.support.filters import DeliveryFilter
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 Reason = Annotated[str, Form(max_length=2000)]

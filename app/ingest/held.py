@@ -1,8 +1,8 @@
 """A pooled connection a group-commit flusher keeps for its life.
 
-Checking a connection out of SQLAlchemy's pool for every commit cost ~0.3 ms of CPU and a round trip
-(the pre-ping) on the bench machine: at low rates, where a batch holds one or two events, that was
-most of ingest's CPU per request. A flusher commits one statement at a time in autocommit, so the
+Checking a connection out of SQLAlchemy's pool for every commit costs CPU and a round trip (the
+pre-ping): at low rates, where a batch holds one or two events, that was most of ingest's CPU per
+request (profiled with `make bench-ingest --profile`). A flusher commits one statement at a time in autocommit, so the
 connection is idle and clean between batches and can simply be kept.
 """
 

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from app.admin import actions, deps
+from app.admin import deps
+from app.support import actions
 from tests.admin.support import (
     OPERATOR,
     VIEWER,

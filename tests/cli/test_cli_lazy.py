@@ -13,7 +13,7 @@ HEAVY = (
     "fastapi",
     "pydantic_settings",
     "rich",
-    "app.admin.queries",
+    "app.support.queries",
     "cli.deliveries",
 )
 

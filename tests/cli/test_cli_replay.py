@@ -162,7 +162,7 @@ async def test_bulk_json_reports_the_job(mmhub: Mmhub, engine: AsyncEngine) -> N
 async def test_bulk_over_the_cap_needs_force(
     mmhub: Mmhub, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("app.admin.actions.BULK_CAP", 3)
+    monkeypatch.setattr("app.support.actions.BULK_CAP", 3)
     await seed(engine, status="dead", count=4)
     refused = await mmhub(*BULK, "--yes")
     assert refused.exit_code == 1
@@ -179,7 +179,7 @@ async def test_interrupting_a_bulk_replay_cancels_its_job(
     mmhub: Mmhub, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Ctrl-C cancels asyncio.run's task; here the task is cancelled after the first batch."""
-    from app.admin import bulk
+    from app.support import bulk
 
     async def one_batch_then_ctrl_c(sessions: Any, job_id: Any, **kwargs: Any) -> Any:
         def progress(job: ReplayJob) -> None:

@@ -16,8 +16,8 @@ from datetime import timedelta
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.admin.actions import replay_delivery
 from app.settings import Settings
+from app.support.actions import replay_delivery
 from dispatch.deliver import drain
 from dispatch.runtime import Runtime
 from tests.dispatch.harness import (

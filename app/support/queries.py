@@ -13,9 +13,9 @@ from sqlalchemy import Text, func, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
-from app.admin.filters import DeliveryFilter, contains
 from app.errors import BadRequest, NotFound
 from app.models import AuditEntry, Delivery, DeliveryAttempt, Event, TargetState
+from app.support.filters import DeliveryFilter, contains
 
 MAX_PAGE = 500
 T = TypeVar("T")

@@ -12,13 +12,13 @@ from typing import Any
 from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.admin.filters import DeliveryFilter
 from app.errors import Conflict, NotFound, Unprocessable
 from app.ids import new_id
 from app.ingest.committer import NOTIFY_CHANNEL
 from app.models import AuditEntry, Delivery, DeliveryStatus, Event, ReplayJob
 from app.outbox.states import pause_target, resume_target
 from app.secrets import redact
+from app.support.filters import DeliveryFilter
 
 BULK_CAP = 10_000
 BATCH = 500

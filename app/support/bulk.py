@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.admin.actions import BATCH, replay_batch
 from app.models import ReplayJob
+from app.support.actions import BATCH, replay_batch
 
 
 async def run_bulk_replay(
