@@ -9,11 +9,9 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import Delivery
-from app.support.queries import get_delivery, search_deliveries
+from app.support.queries import delivery_state, get_delivery, search_deliveries
 from cli.output import (
     Record,
     ago,
@@ -179,7 +177,8 @@ def cancel(
     async def work(session: AsyncSession) -> tuple[str | None, Record]:
         from app.support.actions import cancel_delivery
 
-        previous = await _status(session, key)
+        state = await delivery_state(session, key)
+        previous = state[1] if state else None
         await cancel_delivery(session, key, who, reason)
         return previous, delivery_record(await get_delivery(session, key))
 
@@ -231,8 +230,3 @@ def _read_object(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         fail("--data-file: the file must hold a JSON object")
     return data
-
-
-async def _status(session: AsyncSession, key: Any) -> str | None:
-    status: str | None = await session.scalar(select(Delivery.status).where(Delivery.id == key))
-    return status

@@ -10,11 +10,10 @@ from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import NotFound
-from app.models import Delivery, ReplayJob
+from app.models import ReplayJob
 from app.support import actions
 from app.support.actions import (
     cancel_replay_job,
@@ -24,6 +23,7 @@ from app.support.actions import (
 )
 from app.support.bulk import run_bulk_replay
 from app.support.filters import DeliveryFilter
+from app.support.queries import delivery_state
 from cli.output import Record, console, emit_json, print_table, say, status_text, table
 from cli.support import (
     ActorOpt,
@@ -117,14 +117,11 @@ def _replay_ids(
     async def work(session: AsyncSession) -> list[Record]:
         done = []
         for key in keys:
-            row = (
-                await session.execute(
-                    select(Delivery.target, Delivery.status).where(Delivery.id == key)
-                )
-            ).one_or_none()
-            if row is None:
+            state = await delivery_state(session, key)
+            if state is None:
                 raise NotFound(f"no delivery {key}; nothing was replayed")
-            record = {"id": str(key), "target": row.target, "previous_status": row.status}
+            target, status = state
+            record = {"id": str(key), "target": target, "previous_status": status}
             if not dry_run:
                 record["status"] = (await replay_delivery(session, key, who, reason)).status
             done.append(record)

@@ -94,6 +94,16 @@ async def search_events(
     return Page(rows, _encode(rows[-1].received_at.isoformat(), rows[-1].id) if more else None)
 
 
+async def delivery_state(session: AsyncSession, delivery_id: uuid.UUID) -> tuple[str, str] | None:
+    """A delivery's target and status, or None when there is no such delivery."""
+    row = (
+        await session.execute(
+            select(Delivery.target, Delivery.status).where(Delivery.id == delivery_id)
+        )
+    ).one_or_none()
+    return None if row is None else (row.target, row.status)
+
+
 async def get_delivery(session: AsyncSession, delivery_id: uuid.UUID) -> Delivery:
     """One delivery with its event and every attempt."""
     delivery = (
