@@ -23,6 +23,7 @@ from app.errors import install_error_handlers
 from app.health import router as health_router
 from app.http_telemetry import HttpTelemetry
 from app.ingest.committer import GroupCommitter
+from app.ingest.service import Ingest
 from app.ingest.spool import Spool
 from app.settings import Settings
 from app.sources.bitrix24.router import router as bitrix24_router
@@ -50,6 +51,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     replays.resume()  # bulk replays a previous API process left running
     app.state.engine, app.state.redis, app.state.committer = engine, redis, committer
     app.state.spool = spool
+    app.state.ingest = Ingest(settings.hub, spool, committer)
     app.state.sessions, app.state.replays = sessions, replays
     # Bitrix24 application portals: their tokens at rest, and the tokens their installs brought.
     app.state.cipher = cipher = settings.token_cipher()

@@ -15,7 +15,7 @@ from app.ingest.body import media_type, read_body
 from app.ingest.model import NewEvent
 from app.ingest.replies import REPLIES, Accepted
 from app.ingest.scrub import mask_secrets, safe_headers
-from app.ingest.service import record_event
+from app.ingest.service import Ingest
 from app.secrets import redact, secret_values
 from app.sources.bitrix24 import lifecycle
 from app.sources.bitrix24.lifecycle import LIFECYCLE_EVENTS
@@ -54,7 +54,8 @@ async def bitrix24_webhook(request: Request, body: bytes = Depends(read_body)) -
         occurred_at=_timestamp(parsed.ts),
         request_id=correlation_id.get(),
     )
-    outcome = await record_event(request, event)
+    ingest: Ingest = request.app.state.ingest
+    outcome = await ingest.record(event)
     # Built from our own dataclass: no response-model validation and serialization needed.
     return Response(
         orjson.dumps(outcome.reply()), outcome.status_code, media_type="application/json"

@@ -22,7 +22,7 @@ from app.ingest.idempotency import client_key, keyed_dedup_key, payload_digest
 from app.ingest.model import NewEvent, batch_reply
 from app.ingest.replies import REPLIES, Accepted, BatchAccepted
 from app.ingest.scrub import mask_secrets, safe_headers
-from app.ingest.service import record_event, record_events
+from app.ingest.service import Ingest
 from app.secrets import redact, secret_values
 from app.settings import Settings
 from app.sources.errors import MalformedError, ShapeError
@@ -92,7 +92,8 @@ async def _accept(request: Request, body: bytes, obj: Any, parse: _Parse) -> Res
         raise Unprocessable(str(exc)) from None
     key = client_key(request)
     event = _event(request, parsed, body, obj, keyed_dedup_key(key) if key else None)
-    outcome = await record_event(request, event)
+    ingest: Ingest = request.app.state.ingest
+    outcome = await ingest.record(event)
     return Response(
         orjson.dumps(outcome.reply()), outcome.status_code, media_type="application/json"
     )
@@ -119,7 +120,8 @@ async def _accept_batch(request: Request, rows: list[Any], parse: _Parse) -> Res
         events.append(
             _event(request, parsed, raw, row, keyed_dedup_key(key, index) if key else None)
         )
-    outcomes = await record_events(request, events)
+    ingest: Ingest = request.app.state.ingest
+    outcomes = await ingest.record_many(events)
     return Response(orjson.dumps(batch_reply(outcomes)), media_type="application/json")
 
 
