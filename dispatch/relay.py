@@ -20,7 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db import driver_connection, make_engine
-from app.ingest.committer import NOTIFY_CHANNEL
+from app.outbox import NOTIFY_CHANNEL
 from app.outbox.claims import due_targets
 from app.outbox.states import release_held
 from app.settings import Settings

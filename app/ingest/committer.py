@@ -26,11 +26,11 @@ from app.ids import new_id
 from app.ingest.held import HeldConnection
 from app.ingest.idempotency import canonical_json, is_keyed
 from app.ingest.model import IngestResult, NewEvent
+from app.outbox import NOTIFY_CHANNEL
 from app.tracing import batch_span
 
 log = logging.getLogger(__name__)
 
-NOTIFY_CHANNEL = "mmhub_deliveries"
 # Type, subject, dedup key and origin live in b-tree indexes (at most ~2.7 kB per entry): longer
 # values would fail the whole shared statement, so they are refused with the one request.
 MAX_IDENTITY_BYTES = 1024

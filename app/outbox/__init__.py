@@ -6,3 +6,6 @@
 Ingest writes events with their deliveries in `app.ingest.committer`; the support services read
 and change them in `app.admin`.
 """
+
+# Deliveries became due (ingest committed some, an operator replayed some): the relay LISTENs.
+NOTIFY_CHANNEL = "mmhub_deliveries"

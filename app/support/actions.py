@@ -14,8 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import Conflict, NotFound, Unprocessable
 from app.ids import new_id
-from app.ingest.committer import NOTIFY_CHANNEL
 from app.models import AuditEntry, Delivery, DeliveryStatus, Event, ReplayJob
+from app.outbox import NOTIFY_CHANNEL
 from app.outbox.states import pause_target, resume_target
 from app.secrets import redact
 from app.support.filters import DeliveryFilter

@@ -177,3 +177,28 @@ async def test_a_trickling_body_is_cut_off_with_408(
         # A whole body within the time is fine.
         assert (await client.post("/webhooks/bitrix24", content=DEAL, headers=FORM)).is_success
     assert await count(engine) == (1, 2)
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "headers"),
+    [
+        # A record id of 3,000 digits: the subject (deal/…) and the dedup key outgrow an index entry.
+        ("/webhooks/bitrix24", DEAL.replace(b"=7405&", b"=" + b"9" * 3000 + b"&"), FORM),
+        # A 1C type name of 1,500 characters.
+        (
+            "/webhooks/1c",
+            onec('{"n": 1}').replace("Справочник.X".encode(), ("Справочник." + "Я" * 750).encode()),
+            JSON,
+        ),
+    ],
+    ids=["bitrix24-long-id", "1c-long-type"],
+)
+async def test_identities_too_long_for_an_index_are_refused(
+    hub: HubClient, engine: AsyncEngine, path: str, body: bytes, headers: dict[str, str]
+) -> None:
+    """Longer than a b-tree entry can hold, they would fail the whole shared commit (a 503 for
+    every request in the batch): each is refused alone with a 422, and nothing is stored."""
+    reply = await hub.post(path, content=body, headers=headers)
+    assert_problem(reply, 422)
+    assert "longer than 1024 bytes" in reply.json()["detail"]
+    assert await count(engine) == (0, 0)
