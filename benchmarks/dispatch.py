@@ -458,7 +458,8 @@ def outbound_requests(db: Db) -> list[tuple[bytes, dict[str, str]]]:
     """(body, headers) exactly as the `http` target builds them for every waiting delivery."""
     import random
 
-    from app.outbox.envelope import build_cloudevent, cloudevent_headers
+    from app.outbox.envelope import build_cloudevent
+    from dispatch.targets.cloudevent import cloudevent_headers
     from dispatch.targets.base import Outbound
     from dispatch.targets.transport import encode_json
 
