@@ -459,8 +459,8 @@ def outbound_requests(db: Db) -> list[tuple[bytes, dict[str, str]]]:
     import random
 
     from app.outbox.envelope import build_cloudevent
-    from dispatch.targets.cloudevent import cloudevent_headers
     from dispatch.targets.base import Outbound
+    from dispatch.targets.cloudevent import cloudevent_headers
     from dispatch.targets.transport import encode_json
 
     requests = []
