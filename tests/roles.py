@@ -81,7 +81,7 @@ class Processes:
                         return False
                 return True
 
-            await eventually(answering, seconds=60)
+            await eventually(answering, seconds=120)  # a loaded machine starts them slowly
         return ports
 
     def stop_all(self) -> None:
