@@ -18,7 +18,7 @@ migrates it (`benchmarks.common.embedded_database`), then:
 3. The real app (`benchmarks.common.ApiServer`: uvicorn in its own process) takes Bitrix24 ingest at
    a fixed `--rate` (open loop: latency from each request's scheduled send time, so queueing
    counts): a warm-up, `--baseline` seconds without a purge, then for as long as
-   `app.retention.purge()` runs in its own process (as `mmhub purge` would) on everything older
+   `app.outbox.retention.purge()` runs in its own process (as `mmhub purge` would) on everything older
    than 30 days (cutoff fixed at load time), then `--after` seconds more. Before the baseline and
    the purge it waits (up to `--quiet-wait`) for other processes to leave the CPUs alone.
 4. A second purge at once, which finds nothing left but walks past the rows just deleted.
@@ -317,7 +317,7 @@ async def explain(database_url: str, cutoff: datetime, batch: int) -> list[str]:
     from sqlalchemy import text
 
     from app.db import make_engine, make_sessionmaker
-    from app.retention import (
+    from app.outbox.retention import (
         _CANDIDATES,
         _COUNT_ATTEMPTS,
         _DELETE_EVENTS,
@@ -659,7 +659,7 @@ def purge_process(
     duty_cycle: float | None,
     out: Connection,
 ) -> None:
-    """Child process: run `app.retention.purge()` and send back its report (or the error).
+    """Child process: run `app.outbox.retention.purge()` and send back its report (or the error).
 
     It says when the purge itself starts (after the interpreter's start-up and imports), then the
     report with the CPU seconds the purge used.
@@ -687,7 +687,7 @@ async def _purge(
     out: Connection,
 ) -> dict[str, Any]:
     from app.db import make_engine, make_sessionmaker
-    from app.retention import DEFAULT_DUTY_CYCLE, purge
+    from app.outbox.retention import DEFAULT_DUTY_CYCLE, purge
 
     engine = make_engine(database_url, pool_size=1, application_name="mmhub-purge")
     cpu_at_start = _cpu_seconds()
@@ -980,7 +980,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--duty-cycle",
         type=float,
-        help="share of the time the purge spends in batches (app.retention's default)",
+        help="share of the time the purge spends in batches (app.outbox.retention's default)",
     )
     parser.add_argument("--rate", type=float, default=200.0, help="ingest requests/s (200)")
     parser.add_argument("--connections", type=int, default=32, help="client connections (32)")
@@ -1065,7 +1065,7 @@ def assemble(
     outcome: dict[str, Any],
     plans: list[str],
 ) -> dict[str, Any]:
-    from app.retention import DEFAULT_DUTY_CYCLE
+    from app.outbox.retention import DEFAULT_DUTY_CYCLE
 
     report = outcome["report"]
     figures = PurgeFigures.of(report)

@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.support.queries import delivery_state, get_delivery, search_deliveries
+from app.outbox.queries import delivery_state, get_delivery, search_deliveries
 from cli.output import (
     Record,
     ago,

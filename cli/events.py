@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.support.queries import get_event, search_events
+from app.outbox.queries import get_event, search_events
 from cli.deliveries import CursorOpt, LimitOpt
 from cli.output import (
     Record,

@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 
-from app.audited_purge import audited_purge
 from app.durations import parse_duration
-from app.retention import PurgeReport, cutoff_before
+from app.outbox.retention import PurgeReport, cutoff_before
+from app.support.purge import audited_purge
 from cli.output import emit_json, say
 from cli.support import ActorOpt, JsonOpt, Sessions, default_actor, fail, run
 

@@ -14,6 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import NotFound
 from app.models import ReplayJob
+from app.outbox.filters import DeliveryFilter
+from app.outbox.queries import delivery_state
 from app.support import actions
 from app.support.actions import (
     cancel_replay_job,
@@ -22,8 +24,6 @@ from app.support.actions import (
     start_bulk_replay,
 )
 from app.support.bulk import run_bulk_replay
-from app.support.filters import DeliveryFilter
-from app.support.queries import delivery_state
 from cli.output import Record, console, emit_json, print_table, say, status_text, table
 from cli.support import (
     ActorOpt,

@@ -23,8 +23,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db import make_engine, make_sessionmaker
 from app.errors import HubError
+from app.outbox.filters import DeliveryFilter, parse_when
 from app.settings import ConfigError, Settings
-from app.support.filters import DeliveryFilter, parse_when
 from cli.connections import settings_or_exit
 
 T = TypeVar("T")

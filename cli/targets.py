@@ -8,11 +8,11 @@ from typing import Annotated, Any
 import typer
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.outbox.queries import audit_entries, target_states
+from app.outbox.queries import stats as delivery_stats
 from app.settings import Settings
 from app.support.actions import pause as pause_target
 from app.support.actions import resume as resume_target
-from app.support.queries import audit_entries, target_states
-from app.support.queries import stats as delivery_stats
 from cli.output import (
     Record,
     ago,

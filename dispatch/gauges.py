@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db import make_sessionmaker
 from app.models import ACTIVE_STATUSES
-from app.support.queries import stats, target_states
+from app.outbox.queries import stats, target_states
 from app.telemetry import BACKLOG, CIRCUIT_OPEN, OLDEST_DUE, TARGET_PAUSED
 
 log = logging.getLogger(__name__)

@@ -15,11 +15,11 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.audited_purge import audited_purge
 from app.db import make_sessionmaker
 from app.durations import format_duration
 from app.hubconfig import Retention
-from app.retention import PurgeReport, cutoff_before
+from app.outbox.retention import PurgeReport, cutoff_before
+from app.support.purge import audited_purge
 
 log = logging.getLogger(__name__)
 

@@ -11,10 +11,10 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
-from app import retention
 from app.db import make_sessionmaker
 from app.ids import new_id
-from app.retention import (
+from app.outbox import retention
+from app.outbox.retention import (
     LOCK_TIMEOUT,
     Cursor,
     PurgeReport,

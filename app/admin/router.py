@@ -32,9 +32,10 @@ from app.admin.schemas import (
 from app.errors import NotFound, Unprocessable
 from app.hubconfig import AdminToken, Target
 from app.ingest.replies import Problem
+from app.outbox import queries
+from app.outbox.filters import DeliveryFilter, parse_when
 from app.outbox.states import get_state
-from app.support import actions, queries
-from app.support.filters import DeliveryFilter, parse_when
+from app.support import actions
 
 _PROBLEM = {"model": Problem, "content": {"application/problem+json": {}}}
 _ERRORS: dict[int | str, dict[str, Any]] = {

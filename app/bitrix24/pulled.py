@@ -11,24 +11,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.hubconfig import HubConfig, Portal
 from app.ingest.model import NewEvent
 from app.ingest.routing import plan_deliveries
+from app.outbox.queries import bitrix24_change_covered, bitrix24_event_stored
 from app.secrets import redact
 from app.sources.bitrix24.parse import parse_b24
-
-# Another event about the same record, received after the change, already told of it (events carry ids only).
-_COVERED = text("""
-SELECT EXISTS (SELECT 1 FROM events
-               WHERE source = 'bitrix24' AND subject = :subject
-                 AND received_at >= :changed AND dedup_key <> :key)
-""")
-_STORED = text(
-    "SELECT EXISTS (SELECT 1 FROM events WHERE source = 'bitrix24' AND dedup_key = :key)"
-)
 
 
 def pulled_event(
@@ -68,16 +58,10 @@ def pulled_event(
 
 async def covered(conn: AsyncConnection, event: NewEvent) -> bool:
     """True when an event received after this change carried it already (and this one is not stored yet)."""
-    changed = event.occurred_at or datetime.now(UTC)
-    params = {
-        "subject": event.subject,
-        "type": event.type,
-        "changed": changed,
-        "key": event.dedup_key,
-    }
-    if await conn.scalar(_STORED, {"key": event.dedup_key}):
+    if await bitrix24_event_stored(conn, event.dedup_key):
         return False  # read again (a crash, a second sweep): it goes through and is a duplicate
-    return bool(await conn.scalar(_COVERED, params))
+    changed = event.occurred_at or datetime.now(UTC)
+    return await bitrix24_change_covered(conn, event.subject, changed, event.dedup_key)
 
 
 def timestamp(value: Any) -> datetime:

@@ -18,8 +18,8 @@ from app.admin.deps import Runner, Session
 from app.console.session import Acting, ConsoleUser
 from app.console.views import redirect, render
 from app.errors import HubError, Unprocessable
+from app.outbox.filters import DeliveryFilter
 from app.support import actions
-from app.support.filters import DeliveryFilter
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 Reason = Annotated[str, Form(max_length=2000)]

@@ -1,6 +1,6 @@
 """The console's pages (GET): overview, deliveries, one delivery, one event, bulk replay, audit.
 
-Each page reads through the support services (app.support.queries / actions), never its own SQL.
+Each page reads through the support services (app.outbox.queries / actions), never its own SQL.
 A service's error (no such delivery, …) becomes an HTML error page (see login.install).
 """
 
@@ -21,8 +21,9 @@ from app.console.records import cloudevent_of, route_of
 from app.console.session import User
 from app.console.views import render, shown
 from app.models import Delivery
-from app.support import actions, queries
-from app.support.filters import STATUSES, DeliveryFilter, parse_when
+from app.outbox import queries
+from app.outbox.filters import STATUSES, DeliveryFilter, parse_when
+from app.support import actions
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 

@@ -1,10 +1,15 @@
-"""The outbox: every statement the hub runs on deliveries, their attempts and the targets' states.
+"""The outbox: the statements the hub runs on events, deliveries, attempts and target states.
 
-- `claims`: what is due, claim, supersede, record (the relay's and the drain's statements);
-- `states`: pause and resume, hold and release, the gate and the circuit breaker.
+- `claims`: what is due, claim, supersede, record (the relay's and the drain's hot path; asyncpg);
+- `states`: pause and resume, hold and release, the gate and the circuit breaker (asyncpg);
+- `filters`, `queries`: search and read for support (SQLAlchemy: the filters compose queries);
+- `changes`: replay, edit, cancel's lock, bulk replay's selection (SQLAlchemy, on the caller's
+  session, as the support services in `app.support` need);
+- `retention`: the purge of old, finished events in bounded batches;
+- `envelope`: the CloudEvent every target gets for a stored event.
 
-Ingest writes events with their deliveries in `app.ingest.committer`; the support services read
-and change them in `app.admin`.
+Ingest's insert (events with their deliveries, in one statement) stays with the group commit in
+`app.ingest.committer`, whose batching it is made for.
 """
 
 # Deliveries became due (ingest committed some, an operator replayed some): the relay LISTENs.

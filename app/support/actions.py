@@ -9,29 +9,19 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import Conflict, NotFound, Unprocessable
 from app.ids import new_id
-from app.models import AuditEntry, Delivery, DeliveryStatus, Event, ReplayJob
-from app.outbox import NOTIFY_CHANNEL
+from app.models import AuditEntry, Delivery, DeliveryStatus, ReplayJob
+from app.outbox import changes
+from app.outbox.filters import DeliveryFilter
 from app.outbox.states import pause_target, resume_target
 from app.secrets import redact
-from app.support.filters import DeliveryFilter
 
 BULK_CAP = 10_000
 BATCH = 500
-REPLAYABLE = (
-    "dead",
-    "cancelled",
-    "delivered",
-    "pending",
-    "retrying",
-    "held",
-    "superseded",
-    "suppressed",
-)
 CANCELLABLE = ("pending", "retrying", "held", "dead")
 
 
@@ -62,43 +52,15 @@ def audit(
     )
 
 
-async def _wake_relay(session: AsyncSession) -> None:
-    await session.execute(text(f"SELECT pg_notify('{NOTIFY_CHANNEL}', '')"))
-
-
-def _replay_values() -> dict[str, Any]:
-    """Due now, next attempt manual, a fresh retry schedule."""
-    return {
-        "status": DeliveryStatus.PENDING.value,
-        "next_attempt_at": func.now(),
-        "manual_next": True,
-        "retry_offset": Delivery.attempt_count,
-        "lease_until": None,
-        "claim_token": None,
-        "updated_at": func.now(),
-    }
-
-
-async def _locked(session: AsyncSession, delivery_id: uuid.UUID) -> Delivery:
-    delivery = (
-        await session.execute(select(Delivery).where(Delivery.id == delivery_id).with_for_update())
-    ).scalar_one_or_none()
-    if delivery is None:
-        raise NotFound(f"no delivery {delivery_id}")
-    return delivery
-
-
 async def replay_delivery(
     session: AsyncSession, delivery_id: uuid.UUID, actor: str, reason: str | None
 ) -> Delivery:
     """Make one delivery due now; its next attempt is recorded as manual."""
-    delivery = await _locked(session, delivery_id)
+    delivery = await changes.lock_delivery(session, delivery_id)
     previous = delivery.status  # the UPDATE below refreshes the loaded object
     if previous == DeliveryStatus.DELIVERING.value:
         raise Conflict(f"delivery {delivery_id} is being delivered right now; try again shortly")
-    await session.execute(
-        update(Delivery).where(Delivery.id == delivery_id).values(**_replay_values())
-    )
+    await changes.replay(session, [delivery_id])
     audit(
         session,
         actor,
@@ -109,7 +71,7 @@ async def replay_delivery(
         reason=reason,
         details={"previous_status": previous},
     )
-    await _wake_relay(session)
+    await changes.wake_relay(session)
     await session.refresh(delivery)
     return delivery
 
@@ -124,10 +86,8 @@ async def edit_and_replay(
     """Send corrected data instead of the event's (the event keeps the original), then replay."""
     if not reason or not reason.strip():
         raise Unprocessable("edit-and-replay needs a reason")
-    await _locked(session, delivery_id)
-    await session.execute(
-        update(Delivery).where(Delivery.id == delivery_id).values(payload_override=redact(data))
-    )
+    await changes.lock_delivery(session, delivery_id)
+    await changes.override_payload(session, delivery_id, redact(data))
     delivery = await replay_delivery(session, delivery_id, actor, reason)
     # The replay's own audit row is enough to find it; this one records that the data changed.
     audit(
@@ -147,7 +107,7 @@ async def cancel_delivery(
     session: AsyncSession, delivery_id: uuid.UUID, actor: str, reason: str | None
 ) -> Delivery:
     """Stop a delivery for good (until someone replays it)."""
-    delivery = await _locked(session, delivery_id)
+    delivery = await changes.lock_delivery(session, delivery_id)
     if delivery.status not in CANCELLABLE:
         raise Conflict(f"delivery {delivery_id} is {delivery.status}; it cannot be cancelled")
     previous = delivery.status
@@ -177,33 +137,27 @@ async def resume(session: AsyncSession, target: str, actor: str, reason: str | N
     """Let a paused target's deliveries go again; returns how many were released."""
     released = await resume_target(session, target)
     audit(session, actor, "resume", target=target, count=released, reason=reason)
-    await _wake_relay(session)
+    await changes.wake_relay(session)
     return released
-
-
-def _matching(where: DeliveryFilter) -> Any:
-    query = select(Delivery.id, Delivery.seq).join(Event, Event.id == Delivery.event_id)
-    return where.apply(query.where(Delivery.status.in_(REPLAYABLE)))
 
 
 async def count_matching(session: AsyncSession, where: DeliveryFilter) -> int:
     """How many deliveries a bulk replay with this filter would touch (the dry run)."""
-    subquery = _matching(where).subquery()
-    return int((await session.execute(select(func.count()).select_from(subquery))).scalar_one())
+    return await changes.count_replayable(session, where)
 
 
 async def start_bulk_replay(
     session: AsyncSession, where: DeliveryFilter, actor: str, reason: str | None, *, force: bool
 ) -> ReplayJob:
     """Record a bulk replay job over what matches now; refuses more than BULK_CAP unless forced."""
-    total = await count_matching(session, where)
+    total = await changes.count_replayable(session, where)
     if total > BULK_CAP and not force:
         raise Unprocessable(
             f"the filter matches {total} deliveries, over the cap of {BULK_CAP}; "
             "narrow it or force the replay",
             matched=total,
         )
-    upto = (await session.execute(select(func.coalesce(func.max(Delivery.seq), 0)))).scalar_one()
+    upto = await changes.last_seq(session)
     job = ReplayJob(
         id=new_id(), actor=actor, reason=reason, filter=where.describe(), total=total, upto=upto
     )
@@ -228,27 +182,16 @@ async def replay_batch(session: AsyncSession, job_id: uuid.UUID, size: int = BAT
     if job.status != "running":
         return job
     where = DeliveryFilter.model_validate(job.filter)
-    rows = (
-        await session.execute(
-            _matching(where)
-            .where(Delivery.seq > job.cursor, Delivery.seq <= job.upto)
-            .where(Delivery.status != DeliveryStatus.DELIVERING.value)
-            .order_by(Delivery.seq)
-            .limit(size)
-            .with_for_update(of=Delivery, skip_locked=True)
-        )
-    ).all()
+    rows = await changes.lock_next_replayable(
+        session, where, after=job.cursor, upto=job.upto, size=size
+    )
     if not rows:
         job.status = "finished"
     else:
-        await session.execute(
-            update(Delivery)
-            .where(Delivery.id.in_([row.id for row in rows]))
-            .values(**_replay_values())
-        )
+        await changes.replay(session, [row.id for row in rows])
         job.cursor = rows[-1].seq
         job.done += len(rows)
-        await _wake_relay(session)
+        await changes.wake_relay(session)
     job.updated_at = func.now()
     await session.flush()
     await session.refresh(job)
@@ -275,8 +218,7 @@ async def cancel_replay_job(session: AsyncSession, job_id: uuid.UUID, actor: str
 async def get_replay_job(
     session: AsyncSession, job_id: uuid.UUID, *, lock: bool = False
 ) -> ReplayJob:
-    query = select(ReplayJob).where(ReplayJob.id == job_id)
-    job = (await session.execute(query.with_for_update() if lock else query)).scalar_one_or_none()
+    job = await changes.replay_job(session, job_id, lock=lock)
     if job is None:
         raise NotFound(f"no replay job {job_id}")
     return job

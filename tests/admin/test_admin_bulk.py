@@ -12,10 +12,10 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.admin.deps import ReplayRunner
+from app.outbox.filters import DeliveryFilter
 from app.settings import Settings
 from app.support import actions
 from app.support.bulk import run_bulk_replay
-from app.support.filters import DeliveryFilter
 from tests.admin.support import (
     OPERATOR,
     VIEWER,

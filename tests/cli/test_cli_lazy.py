@@ -13,7 +13,7 @@ HEAVY = (
     "fastapi",
     "pydantic_settings",
     "rich",
-    "app.support.queries",
+    "app.outbox.queries",
     "cli.deliveries",
 )
 

@@ -1,4 +1,4 @@
-"""`mmhub purge --older-than 30d [--include-dead]`: the CLI over app.retention, audited."""
+"""`mmhub purge --older-than 30d [--include-dead]`: the CLI over app.outbox.retention, audited."""
 
 from __future__ import annotations
 

@@ -9,13 +9,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import Text, func, or_, select, tuple_
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Text, func, or_, select, text, tuple_
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import selectinload
 
 from app.errors import BadRequest, NotFound
 from app.models import AuditEntry, Delivery, DeliveryAttempt, Event, TargetState
-from app.support.filters import DeliveryFilter, contains
+from app.outbox.filters import DeliveryFilter, contains
 
 MAX_PAGE = 500
 T = TypeVar("T")
@@ -208,3 +208,27 @@ async def activity(
         .group_by(DeliveryAttempt.target, hour, DeliveryAttempt.outcome)
     )
     return [(t, at, outcome, n) for t, at, outcome, n in await session.execute(query)]
+
+
+# Another event about the same record, received after the change, already told of it (events carry ids only).
+_COVERED = text("""
+SELECT EXISTS (SELECT 1 FROM events
+               WHERE source = 'bitrix24' AND subject = :subject
+                 AND received_at >= :changed AND dedup_key <> :key)
+""")
+_STORED = text(
+    "SELECT EXISTS (SELECT 1 FROM events WHERE source = 'bitrix24' AND dedup_key = :key)"
+)
+
+
+async def bitrix24_event_stored(conn: AsyncConnection | AsyncSession, dedup_key: str) -> bool:
+    """Whether a Bitrix24 event with this dedup key is stored."""
+    return bool(await conn.scalar(_STORED, {"key": dedup_key}))
+
+
+async def bitrix24_change_covered(
+    conn: AsyncConnection | AsyncSession, subject: str, changed: datetime, dedup_key: str
+) -> bool:
+    """Whether another event about `subject`, received at or after `changed`, is stored."""
+    params = {"subject": subject, "changed": changed, "key": dedup_key}
+    return bool(await conn.scalar(_COVERED, params))

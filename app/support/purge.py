@@ -7,7 +7,7 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.retention import DEFAULT_BATCH, DEFAULT_DUTY_CYCLE, PurgeReport, purge
+from app.outbox.retention import DEFAULT_BATCH, DEFAULT_DUTY_CYCLE, PurgeReport, purge
 from app.support.actions import audit
 
 
@@ -22,7 +22,7 @@ async def audited_purge(
     duty_cycle: float = DEFAULT_DUTY_CYCLE,
     progress: Callable[[PurgeReport], None] | None = None,
 ) -> PurgeReport:
-    """`app.retention.purge()`, then one `purge` audit row with what it removed."""
+    """`app.outbox.retention.purge()`, then one `purge` audit row with what it removed."""
     report = await purge(
         sessions,
         cutoff,
