@@ -112,3 +112,22 @@ def test_default_policy_gives_seven_attempts() -> None:
     policy = RetryPolicy()
     assert next_step(policy, 6, result(), random.Random(1)).state == "retrying"
     assert next_step(policy, 7, result(), random.Random(1)).state == "dead"
+
+
+@pytest.mark.parametrize(
+    ("error_class", "error", "reason"),
+    [
+        ("http_503", "HTTP 503 Service Unavailable", "http_503: HTTP 503 Service Unavailable"),
+        (None, "connection refused", "connection refused"),
+        ("timeout", None, "timeout"),
+        (None, None, "unknown error"),
+    ],
+)
+def test_the_stored_reason_names_what_is_known(
+    error_class: str | None, error: str | None, reason: str
+) -> None:
+    # The reason is what an operator reads on a dead delivery: class and text when both are known.
+    dead = next_step(EXACT, 1, result("dead", error_class, error))
+    assert dead == Decision("dead", None, reason)
+    retrying = next_step(EXACT, 1, result("retry", error_class, error))
+    assert retrying == Decision("retrying", timedelta(minutes=1), reason)

@@ -136,3 +136,18 @@ def test_log_lines_never_carry_a_credential(capsys: pytest.CaptureFixture[str]) 
     err = capsys.readouterr().err
     assert "eyJhbGciOiJIUzI1NiJ9" not in err
     assert f"Bearer {MASK}" in err
+
+
+@pytest.mark.parametrize(
+    ("token", "masked"),
+    [
+        ("abcdefgHijklmN", True),  # two capitals: a token, not a word
+        ("abcdefgHijklmn", False),  # one capital: a word (as in "Basic Information")
+        ("abcdefghijklmn+", True),  # token68 punctuation
+        ("abcdefgh1", True),  # a digit
+    ],
+)
+def test_a_value_after_a_scheme_is_a_credential_by_its_shape(token: str, masked: bool) -> None:
+    text = f"Bearer {token}"
+    assert mask_credentials(text) == (f"Bearer {MASK}" if masked else text)
+    assert credentials_in(text) == ([token] if masked else [])

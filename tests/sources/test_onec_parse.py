@@ -329,3 +329,54 @@ def test_odata_shape_errors(type_name: str, body: Any, match: str) -> None:
 def test_shape_error_is_not_malformed() -> None:
     assert issubclass(ShapeError, ValueError)
     assert not issubclass(ShapeError, MalformedError)
+
+
+@pytest.mark.parametrize("length", [79, 80, 81, 200])
+def test_an_error_quotes_the_body_up_to_80_characters_and_marks_a_cut(length: int) -> None:
+    text = "<" + "x" * (length - 1)  # not JSON
+    with pytest.raises(BodyError) as caught:
+        decode_1c_json(text.encode(), None)
+    quoted = text if length <= 80 else text[:80] + "..."
+    assert str(caught.value).endswith(f": {quoted!r}")
+
+
+@pytest.mark.parametrize(
+    ("type_name", "body", "message"),
+    [
+        ("", {"Ref_Key": _REF}, "the 1C object type in the URL must not be empty"),
+        ("T", {}, "1C body is missing 'Ref_Key' (or 'Ref')"),
+        ("T", [], "1C body must be a JSON object, not an array"),
+        ("T", "x", "1C body must be a JSON object, not a string"),
+    ],
+)
+def test_odata_shape_messages(type_name: str, body: Any, message: str) -> None:
+    # The 422 reply's detail: what a 1C developer reads to fix the service.
+    with pytest.raises(ShapeError) as caught:
+        parse_odata(type_name, body)
+    assert str(caught.value) == message
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            {"#type": "jcfg:DocumentObject.X", "#value": []},
+            "'#value' must be a JSON object, not an array",
+        ),
+        ({"type": {}, "ref": _REF}, "'type' must be a non-empty string, not an object"),
+        (
+            {"#type": "jcfg:DocumentObject.X", "#value": {"Ref": _REF, "Date": "вчера"}},
+            "'#value.Date' must be an ISO 8601 date in years 1-9999, got 'вчера'",
+        ),
+    ],
+)
+def test_shape_messages_name_the_field_and_what_came(body: Any, message: str) -> None:
+    with pytest.raises(ShapeError) as caught:
+        parse_1c(body)
+    assert str(caught.value) == message
+
+
+def test_xdto_kind_ends_at_the_first_dot() -> None:
+    # A tabular section row's type has two dots: the kind is before the first, the rest is the name.
+    body = {"#type": "jcfg:DocumentObject.Заказ.Товары", "#value": {"Ref": _REF}}
+    assert parse_1c(body).type == "Документ.Заказ.Товары"

@@ -1,0 +1,131 @@
+"""The hand-over between the relay and a drain job: one job per target, and no wake-up lost."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+
+import pytest
+from redis import Redis as SyncRedis
+from redis.asyncio import Redis
+from rq import Queue
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.settings import Settings
+from dispatch.handover import KEY, KEY_TTL, drain_and_hand_over, enqueue_drain
+from dispatch.runtime import Runtime
+from tests.dispatch.harness import deal, deliveries, hub_with_target, ingest
+from tests.fake_target import FakeTarget
+from tests.http_app import HubClient, running_app
+
+
+@pytest.fixture
+def queue(urls: tuple[str, str], redis: Redis) -> Iterator[Queue]:
+    connection = SyncRedis.from_url(urls[1])  # RQ speaks synchronous Redis
+    yield Queue("drain", connection=connection)
+    connection.close()
+
+
+@asynccontextmanager
+async def hub_and_runtime(
+    settings: Settings,
+) -> AsyncIterator[tuple[HubClient, Runtime]]:
+    async with running_app(settings) as client:
+        rt = await Runtime.open(settings)
+        try:
+            yield client, rt
+        finally:
+            await rt.close()
+
+
+async def test_one_job_per_target_until_its_key_is_gone(queue: Queue, redis: Redis) -> None:
+    assert enqueue_drain(queue, "erp") is True
+    assert enqueue_drain(queue, "erp") is False  # queued or running: no second job
+    assert enqueue_drain(queue, "crm") is True  # another target has its own
+
+    jobs = queue.get_jobs()
+    assert [(job.func_name, job.args[0]) for job in jobs] == [
+        ("dispatch.jobs.drain_target", "erp"),
+        ("dispatch.jobs.drain_target", "crm"),
+    ]
+    job = jobs[0]
+    assert (job.timeout, job.result_ttl, job.failure_ttl) == (600, 0, 3600)
+    assert job.description == "drain erp"
+    # The key expires on its own if the worker dies, so a lost job does not block the target.
+    assert 0 < await redis.ttl(KEY.format("erp")) <= KEY_TTL
+
+    await redis.delete(KEY.format("erp"))  # what a job does when it runs out of work
+    assert enqueue_drain(queue, "erp") is True
+    assert [job.args[0] for job in queue.get_jobs()] == ["erp", "crm", "erp"]
+
+
+async def test_the_job_drains_everything_due_and_releases_the_key(
+    settings_for: Callable[..., Settings],
+    engine: AsyncEngine,
+    redis: Redis,
+    fake_target: FakeTarget,
+) -> None:
+    settings = settings_for(hub_with_target(fake_target.url))
+    async with hub_and_runtime(settings) as (client, rt):
+        await ingest(client, deal(1), deal(2), deal(3))
+        await redis.set(KEY.format("erp"), "1")  # the relay's mark: this job holds the target
+        assert await drain_and_hand_over(rt, "erp") == 3
+
+    assert [r.status for r in await deliveries(engine)] == ["delivered"] * 3
+    assert len(fake_target.requests) == 3
+    assert not await redis.exists(KEY.format("erp"))  # the next wake-up enqueues a new job
+
+
+async def test_work_left_after_the_budget_is_drained_before_leaving(
+    settings_for: Callable[..., Settings],
+    engine: AsyncEngine,
+    redis: Redis,
+    fake_target: FakeTarget,
+) -> None:
+    # A budget far too short for the backlog and one delivery at a time: each drain() stops early,
+    # and the job must look again (and take the key back) until nothing is due.
+    hub = hub_with_target(fake_target.url, concurrency=1)
+    settings = settings_for(hub, drain_budget=timedelta(milliseconds=1))
+    async with hub_and_runtime(settings) as (client, rt):
+        await ingest(client, *(deal(i) for i in range(1, 9)))
+        await redis.set(KEY.format("erp"), "1")
+        assert await drain_and_hand_over(rt, "erp") == 8
+
+    assert [r.status for r in await deliveries(engine)] == ["delivered"] * 8
+    assert sorted(r.json()["subject"] for r in fake_target.requests) == sorted(
+        f"deal/{i}" for i in range(1, 9)
+    )
+    assert not await redis.exists(KEY.format("erp"))
+
+
+class _TakenOverOnRelease(Redis):
+    """Valkey as the job sees it when another job takes the key the moment this one lets it go."""
+
+    async def delete(self, *names: str) -> int:
+        deleted = await super().delete(*names)
+        await super().set(names[0], "other")  # the relay's next pass enqueued a new job
+        return deleted
+
+
+async def test_a_job_that_took_over_keeps_the_remaining_work(
+    urls: tuple[str, str],
+    settings_for: Callable[..., Settings],
+    engine: AsyncEngine,
+    redis: Redis,
+    fake_target: FakeTarget,
+) -> None:
+    hub = hub_with_target(fake_target.url, concurrency=1)
+    settings = settings_for(hub, drain_budget=timedelta(milliseconds=1))
+    async with hub_and_runtime(settings) as (client, rt):
+        await ingest(client, *(deal(i) for i in range(1, 7)))
+        await rt.redis.aclose()
+        rt.redis = _TakenOverOnRelease.from_url(urls[1])
+        await redis.set(KEY.format("erp"), "1")
+        sent = await drain_and_hand_over(rt, "erp")
+
+    assert sent < 6  # it left after its first round: the other job holds the target now
+    statuses = [r.status for r in await deliveries(engine)]
+    assert statuses.count("delivered") == sent == len(fake_target.requests)
+    assert statuses.count("pending") == 6 - sent
+    assert await redis.get(KEY.format("erp")) == b"other"  # not overwritten by this job
