@@ -7,6 +7,8 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 
 import pytest
+from opentelemetry import trace
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 from rq import Queue
@@ -129,3 +131,17 @@ async def test_a_job_that_took_over_keeps_the_remaining_work(
     assert statuses.count("delivered") == sent == len(fake_target.requests)
     assert statuses.count("pending") == 6 - sent
     assert await redis.get(KEY.format("erp")) == b"other"  # not overwritten by this job
+
+
+async def test_the_job_carries_the_relays_span(queue: Queue) -> None:
+    # The job's attempts link to the relay's hand-over span: its traceparent travels with the job.
+    relay = SpanContext(
+        trace_id=0x4BF92F3577B34DA6A3CE929D0E0E4736,
+        span_id=0x00F067AA0BA902B7,
+        is_remote=False,
+        trace_flags=TraceFlags(TraceFlags.SAMPLED),
+    )
+    with trace.use_span(NonRecordingSpan(relay)):
+        assert enqueue_drain(queue, "erp") is True
+    [job] = queue.get_jobs()
+    assert job.args == ("erp", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")

@@ -131,3 +131,10 @@ def test_the_stored_reason_names_what_is_known(
     assert dead == Decision("dead", None, reason)
     retrying = next_step(EXACT, 1, result("retry", error_class, error))
     assert retrying == Decision("retrying", timedelta(minutes=1), reason)
+
+
+@pytest.mark.parametrize(
+    ("status", "outcome"), [(199, "dead"), (200, "delivered"), (299, "delivered"), (300, "dead")]
+)
+def test_delivered_is_exactly_the_2xx_range(status: int, outcome: Outcome) -> None:
+    assert classify_status(status) == outcome

@@ -15,6 +15,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import sys
 import time
 
 import pytest
@@ -28,6 +29,7 @@ def pytest_configure(config: pytest.Config) -> None:
     raw = os.environ.get(SLOTS_ENV)
     if not raw:
         return
+    _clear_caches()
     slots: list[dict[str, str]] = json.loads(raw)
     while True:  # a slot frees up as soon as the previous mutant's process has exited
         for slot in slots:
@@ -43,6 +45,21 @@ def pytest_configure(config: pytest.Config) -> None:
             os.environ["MMHUB_TEST_REDIS_URL"] = slot["redis_url"]
             return
         time.sleep(0.05)
+
+
+def _clear_caches() -> None:
+    """Empty the project's functools caches (is_secret_key, the scrub patterns).
+
+    mutmut forks each mutant's session from a process that already ran the tests unmutated: a warm
+    cache would answer with the unmutated code's results and let the mutant survive unseen.
+    """
+    for name, module in list(sys.modules.items()):
+        if module is None or not name.startswith(("app.", "dispatch.")):
+            continue
+        for value in list(vars(module).values()):
+            clear = getattr(value, "cache_clear", None)
+            if callable(clear) and getattr(value, "__module__", None) == name:
+                clear()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

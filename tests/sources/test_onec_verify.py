@@ -55,6 +55,8 @@ def test_a_bearer_token_is_accepted(header: str) -> None:
         "Basic not base64!",
         "Basic " + base64.b64encode(b"exchange:pa:ss word").decode()[:-2],  # bad padding
         "Basic",
+        # Characters outside base64 are refused, not skipped over.
+        basic("exchange:pa:ss word")[:10] + "*" + basic("exchange:pa:ss word")[10:],
         basic("Exchange:pa:ss word"),
     ],
 )
@@ -77,5 +79,6 @@ def test_wrong_bearer_credentials_get_one_answer(header: str | None) -> None:
 
 
 def test_without_a_1c_source_the_endpoint_does_not_exist() -> None:
-    with pytest.raises(NotFound):
+    with pytest.raises(NotFound) as caught:
         authenticate(None, basic("exchange:pa:ss word"))
+    assert caught.value.detail == "the 1C source is not configured"
