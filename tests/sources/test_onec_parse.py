@@ -446,3 +446,8 @@ def test_nan_is_named_in_the_message_without_orjson(monkeypatch: pytest.MonkeyPa
     with pytest.raises(MalformedError) as caught:
         module.decode_1c_json(b'{"a": NaN}', None)
     assert str(caught.value) == "body is not valid JSON (NaN is not valid JSON): '{\"a\": NaN}'"
+
+
+def test_in_the_free_form_data_a_usable_date_after_an_unusable_one_is_taken() -> None:
+    body = {"type": "T", "ref": _REF, "data": {"Date": "31.12.2024", "date": "2024-05-01T10:00:00"}}
+    assert parse_1c(body).occurred_at == "2024-05-01T10:00:00"
