@@ -151,3 +151,11 @@ def test_a_value_after_a_scheme_is_a_credential_by_its_shape(token: str, masked:
     text = f"Bearer {token}"
     assert mask_credentials(text) == (f"Bearer {MASK}" if masked else text)
     assert credentials_in(text) == ([token] if masked else [])
+
+
+def test_secrets_of_four_characters_or_more_are_masked_in_the_raw_body() -> None:
+    raw = b"a=abc&pin=4321&password=longer-secret"
+    masked = mask_secrets(raw, ["abc", "4321", "longer-secret"])  # 3 characters: would mangle bytes
+    assert b"4321" not in masked
+    assert b"longer-secret" not in masked
+    assert masked.startswith(b"a=abc&")
