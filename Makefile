@@ -46,7 +46,7 @@ typecheck: install ## mypy --strict on app/, dispatch/ and cli/
 
 check: lint typecheck test ## everything CI runs
 
-# Not in CI nor in `make test` (~30 min on 2 cores). MUTATION_ARGS="--keep" reuses mutmut's cache,
+# Not in CI nor in `make test` (~45 min on 2 cores). MUTATION_ARGS="--keep" reuses mutmut's cache,
 # MUTATION_ARGS="--report-only" prints the last run's figures; the scope is [tool.mutmut] in pyproject.toml.
 MUTATION_ARGS ?=
 mutation: install ## mutation testing (mutmut) of parsing, secrets, retry, hold/release, hand-over, admin auth: kill rate per module

@@ -58,7 +58,8 @@ def test_russian_secret_keys_are_removed_at_any_depth() -> None:
 
 
 @pytest.mark.parametrize(
-    "credential", [BASIC, BEARER, "bearer 0123456789abcdef", "BASIC dXNlcjpwYXNz"]
+    "credential",
+    [BASIC, BEARER, "bearer 0123456789abcdef", "BASIC dXNlcjpwYXNz", "BEARER 0123456789abcdef"],
 )
 def test_credential_values_are_masked_wherever_they_stand(credential: str) -> None:
     data = {"comment": f"call with Authorization: {credential} please", "h": credential}
