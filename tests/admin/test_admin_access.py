@@ -58,6 +58,22 @@ async def test_reads_need_a_valid_token(admin: AdminHub, headers: dict[str, str]
         assert reply.headers["www-authenticate"] == "Bearer"
 
 
+@pytest.mark.parametrize(
+    ("headers", "detail"),
+    [
+        ({}, "send Authorization: Bearer <admin token>"),
+        ({"authorization": "Bearer "}, "send Authorization: Bearer <admin token>"),
+        ({"authorization": "Bearer not-a-configured-token"}, "the admin token is not valid"),
+    ],
+)
+async def test_the_401_says_whether_the_token_is_missing_or_wrong(
+    admin: AdminHub, headers: dict[str, str], detail: str
+) -> None:
+    reply = await admin.client.get("/admin/v1/targets", headers=headers)
+    assert_problem(reply, 401)
+    assert reply.json()["detail"] == detail
+
+
 @pytest.mark.parametrize("headers", WRONG[:2])
 async def test_writes_need_a_valid_token(admin: AdminHub, headers: dict[str, str]) -> None:
     for path, body in WRITES:

@@ -112,3 +112,45 @@ def test_default_policy_gives_seven_attempts() -> None:
     policy = RetryPolicy()
     assert next_step(policy, 6, result(), random.Random(1)).state == "retrying"
     assert next_step(policy, 7, result(), random.Random(1)).state == "dead"
+
+
+@pytest.mark.parametrize(
+    ("error_class", "error", "reason"),
+    [
+        ("http_503", "HTTP 503 Service Unavailable", "http_503: HTTP 503 Service Unavailable"),
+        (None, "connection refused", "connection refused"),
+        ("timeout", None, "timeout"),
+        (None, None, "unknown error"),
+    ],
+)
+def test_the_stored_reason_names_what_is_known(
+    error_class: str | None, error: str | None, reason: str
+) -> None:
+    # The reason is what an operator reads on a dead delivery: class and text when both are known.
+    dead = next_step(EXACT, 1, result("dead", error_class, error))
+    assert dead == Decision("dead", None, reason)
+    retrying = next_step(EXACT, 1, result("retry", error_class, error))
+    assert retrying == Decision("retrying", timedelta(minutes=1), reason)
+
+
+@pytest.mark.parametrize(
+    ("status", "outcome"), [(199, "dead"), (200, "delivered"), (299, "delivered"), (300, "dead")]
+)
+def test_delivered_is_exactly_the_2xx_range(status: int, outcome: Outcome) -> None:
+    assert classify_status(status) == outcome
+
+
+def test_a_suppressed_attempt_ends_suppressed_with_its_reason() -> None:
+    # The hub's own write coming back from Bitrix24: not sent, not retried, not dead.
+    echo = result("suppressed", None, "echo of the hub's own write (user 1)")
+    assert next_step(EXACT, 1, echo) == Decision(
+        "suppressed", None, "echo of the hub's own write (user 1)"
+    )
+    assert next_step(EXACT, 99, echo).state == "suppressed"  # even after the schedule
+
+
+def test_a_short_retry_after_counts_from_zero() -> None:
+    # With a sub-second schedule, a Retry-After of half a second is honoured as given.
+    fast = RetryPolicy.model_validate({"schedule": ["100ms"], "jitter": 0.0})
+    assert next_step(fast, 1, result(retry_after=0.5)).delay == timedelta(seconds=0.5)
+    assert next_step(fast, 1, result(retry_after=-5)).delay == timedelta(milliseconds=100)

@@ -202,3 +202,20 @@ async def test_identities_too_long_for_an_index_are_refused(
     assert_problem(reply, 422)
     assert "longer than 1024 bytes" in reply.json()["detail"]
     assert await count(engine) == (0, 0)
+
+
+def test_the_limits_are_exact_when_the_body_has_more_brackets_or_colons_than_them() -> None:
+    # More brackets in all than MAX_DEPTH (so counting characters cannot decide), nested at most
+    # MAX_DEPTH deep: accepted; one level more: refused. Objects count as arrays do.
+    siblings = ",[]" * 10
+    check_json_limits("[" * MAX_DEPTH + "]" * MAX_DEPTH + siblings)
+    check_json_limits('{"a":' * (MAX_DEPTH - 1) + "{}" + "}" * (MAX_DEPTH - 1))
+    with pytest.raises(JsonLimitError, match="deeper than 64"):
+        check_json_limits("[" + "[" * MAX_DEPTH + "]" * MAX_DEPTH + siblings + "]")
+    with pytest.raises(JsonLimitError, match="deeper than 64"):
+        check_json_limits('{"a":' * MAX_DEPTH + "{}" + "}" * MAX_DEPTH)
+    # Exactly MAX_KEYS keys, with brackets enough to leave the shortcut: accepted; one more: not.
+    keys = ",".join(f'"k{i}":[]' for i in range(MAX_KEYS - 1))
+    check_json_limits("{" + keys + ',"last":1}')
+    with pytest.raises(JsonLimitError, match="more than 100000 keys"):
+        check_json_limits("{" + keys + ',"last":1,"one more":2}')

@@ -113,7 +113,9 @@ async def test_more_rows_than_the_cap_is_refused(
 @pytest.mark.parametrize("body", [b"[]", b'{"value": []}'])
 async def test_an_empty_batch_is_refused(hub: HubClient, engine: AsyncEngine, body: bytes) -> None:
     path = "/webhooks/1c" if body == b"[]" else ORDERS
-    assert_problem(await hub.post(path, content=body, headers=JSON), 422)
+    reply = await hub.post(path, content=body, headers=JSON)
+    assert_problem(reply, 422)
+    assert reply.json()["detail"] == "the batch has no rows"
     assert await count(engine) == (0, 0)
 
 
@@ -131,3 +133,50 @@ async def test_batches_and_single_events_share_group_commits(
         onec = (await conn.execute(select(Delivery).where(Delivery.target == "ww"))).all()
     assert len(onec) == 50
     assert await count(engine) == (51, 152)
+
+
+async def test_a_secret_in_a_row_is_kept_out_of_its_stored_event(
+    hub: HubClient, engine: AsyncEngine
+) -> None:
+    rows = [envelope(1), envelope(2, data={"number": "2", "password": "row-two-s3cret"})]
+    reply = await hub.post("/webhooks/1c", content=orjson.dumps(rows), headers=JSON)
+
+    assert reply.status_code == 200, reply.text
+    stored = await events(engine)
+    assert len(stored) == 2
+    for event in stored:
+        assert b"row-two-s3cret" not in event.raw_body
+        assert "row-two-s3cret" not in orjson.dumps(event.payload).decode()
+    second = next(e for e in stored if e.payload["data"]["number"] == "2")
+    assert orjson.loads(second.raw_body)["data"]["password"] != "row-two-s3cret"
+
+
+async def test_batches_under_other_idempotency_keys_are_other_events(
+    hub: HubClient, engine: AsyncEngine
+) -> None:
+    rows = orjson.dumps([envelope(1), envelope(2)])
+    first = await hub.post("/webhooks/1c", content=rows, headers={**JSON, "idempotency-key": "k1"})
+    again = await hub.post("/webhooks/1c", content=rows, headers={**JSON, "idempotency-key": "k1"})
+    other = await hub.post("/webhooks/1c", content=rows, headers={**JSON, "idempotency-key": "k2"})
+
+    assert [r.status_code for r in (first, again, other)] == [200, 200, 200]
+    assert first.headers["content-type"] == "application/json"
+    assert (first.json()["accepted"], again.json()["duplicates"]) == (2, 2)
+    assert (other.json()["accepted"], other.json()["duplicates"]) == (2, 0)
+    assert len(await events(engine)) == 4
+
+
+@pytest.mark.parametrize("ref_field", ["Ref_Key", "Ref"])
+async def test_an_object_with_its_own_ref_and_a_value_list_is_one_event(
+    hub: HubClient, engine: AsyncEngine, ref_field: str
+) -> None:
+    # {"value": [...]} is a collection only without a ref: an object may have a field named value.
+    body = {ref_field: "b1c89da7-cb6a-11e6-aede-5404a6b4b8ed", "value": [{"a": 1}, {"a": 2}]}
+    reply = await hub.post(ORDERS, content=orjson.dumps(body), headers=JSON)
+
+    assert reply.status_code == 200, reply.text
+    assert reply.headers["content-type"] == "application/json"
+    assert "events" not in reply.json()
+    [event] = await events(engine)
+    assert event.subject == "Документ.ЗаказКлиента/b1c89da7-cb6a-11e6-aede-5404a6b4b8ed"
+    assert event.payload["data"]["value"] == [{"a": 1}, {"a": 2}]

@@ -58,7 +58,8 @@ def test_russian_secret_keys_are_removed_at_any_depth() -> None:
 
 
 @pytest.mark.parametrize(
-    "credential", [BASIC, BEARER, "bearer 0123456789abcdef", "BASIC dXNlcjpwYXNz"]
+    "credential",
+    [BASIC, BEARER, "bearer 0123456789abcdef", "BASIC dXNlcjpwYXNz", "BEARER 0123456789abcdef"],
 )
 def test_credential_values_are_masked_wherever_they_stand(credential: str) -> None:
     data = {"comment": f"call with Authorization: {credential} please", "h": credential}
@@ -136,3 +137,26 @@ def test_log_lines_never_carry_a_credential(capsys: pytest.CaptureFixture[str]) 
     err = capsys.readouterr().err
     assert "eyJhbGciOiJIUzI1NiJ9" not in err
     assert f"Bearer {MASK}" in err
+
+
+@pytest.mark.parametrize(
+    ("token", "masked"),
+    [
+        ("abcdefgHijklmN", True),  # two capitals: a token, not a word
+        ("abcdefgHijklmn", False),  # one capital: a word (as in "Basic Information")
+        ("abcdefghijklmn+", True),  # token68 punctuation
+        ("abcdefgh1", True),  # a digit
+    ],
+)
+def test_a_value_after_a_scheme_is_a_credential_by_its_shape(token: str, masked: bool) -> None:
+    text = f"Bearer {token}"
+    assert mask_credentials(text) == (f"Bearer {MASK}" if masked else text)
+    assert credentials_in(text) == ([token] if masked else [])
+
+
+def test_secrets_of_four_characters_or_more_are_masked_in_the_raw_body() -> None:
+    raw = b"a=abc&pin=4321&password=longer-secret"
+    masked = mask_secrets(raw, ["abc", "4321", "longer-secret"])  # 3 characters: would mangle bytes
+    assert b"4321" not in masked
+    assert b"longer-secret" not in masked
+    assert masked.startswith(b"a=abc&")

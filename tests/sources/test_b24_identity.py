@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.models import Event
 from app.settings import Settings
 from app.sources.bitrix24.identity import RULES, rule_for, subject_of
+from app.sources.bitrix24.identity import text as id_text
 from app.sources.bitrix24.lifecycle import LIFECYCLE_EVENTS
 from app.sources.bitrix24.parse import parse_b24
 from app.sources.bitrix24.phpform import parse_php_form
@@ -331,3 +332,20 @@ def test_the_form_and_the_json_of_one_event_share_their_key(data: dict[str, Any]
     """What Bitrix24 posts as a form and its JSON twin (numbers as numbers) give one key."""
     as_form = parse_php_form(urlencode(_flat({**_BASE, "data": data})).encode())
     assert parse_b24(as_form).dedup_key() == parse_b24({**_BASE, "data": data}).dedup_key()
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (" 42 ", "42"),
+        (42, "42"),
+        ("0", None),
+        (0, None),
+        ("undefined", None),
+        ("Undefined", None),
+        (True, None),
+    ],
+)
+def test_an_id_is_text_that_names_something(value: Any, expected: str | None) -> None:
+    # Bitrix24 sends "0" and JavaScript's "undefined" where there is no id.
+    assert id_text(value) == expected

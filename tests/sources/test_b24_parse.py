@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import Any
 from unittest.mock import ANY
 
@@ -267,3 +268,24 @@ def test_secret_values_collects_nested_and_numbers() -> None:
     assert sorted(secret_values(obj)) == ["1234", "t1", "t2"]
     assert secret_values({"token": ""}) == []
     assert secret_values({"token": True}) == []
+
+
+def test_the_dedup_key_is_stable_and_names_the_portal() -> None:
+    # Stored keys are compared with new ones after an upgrade: the format must not drift.
+    event = Bitrix24Event(
+        event="ONCRMDEALADD",
+        subject="deal/1",
+        member_id=None,
+        domain="one.bitrix24.ru",
+        application_token=None,
+        ts=None,
+        data={},
+        data_hash="abc",
+    )
+    assert event.dedup_key() == "b24v2:one.bitrix24.ru:ONCRMDEALADD::abc"
+    other_portal = dataclasses.replace(event, domain="two.bitrix24.ru")
+    assert other_portal.dedup_key() != event.dedup_key()
+    anonymous = dataclasses.replace(event, domain=None, ts="1766047124")
+    assert anonymous.dedup_key() == "b24v2::ONCRMDEALADD:1766047124:abc"
+    by_member = dataclasses.replace(event, member_id="m1")
+    assert by_member.dedup_key() == "b24v2:m1:ONCRMDEALADD::abc"

@@ -329,3 +329,125 @@ def test_odata_shape_errors(type_name: str, body: Any, match: str) -> None:
 def test_shape_error_is_not_malformed() -> None:
     assert issubclass(ShapeError, ValueError)
     assert not issubclass(ShapeError, MalformedError)
+
+
+@pytest.mark.parametrize("length", [79, 80, 81, 200])
+def test_an_error_quotes_the_body_up_to_80_characters_and_marks_a_cut(length: int) -> None:
+    text = "<" + "x" * (length - 1)  # not JSON
+    with pytest.raises(BodyError) as caught:
+        decode_1c_json(text.encode(), None)
+    quoted = text if length <= 80 else text[:80] + "..."
+    assert str(caught.value).endswith(f": {quoted!r}")
+
+
+@pytest.mark.parametrize(
+    ("type_name", "body", "message"),
+    [
+        ("", {"Ref_Key": _REF}, "the 1C object type in the URL must not be empty"),
+        ("T", {}, "1C body is missing 'Ref_Key' (or 'Ref')"),
+        ("T", [], "1C body must be a JSON object, not an array"),
+        ("T", "x", "1C body must be a JSON object, not a string"),
+    ],
+)
+def test_odata_shape_messages(type_name: str, body: Any, message: str) -> None:
+    # The 422 reply's detail: what a 1C developer reads to fix the service.
+    with pytest.raises(ShapeError) as caught:
+        parse_odata(type_name, body)
+    assert str(caught.value) == message
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            {"#type": "jcfg:DocumentObject.X", "#value": []},
+            "'#value' must be a JSON object, not an array",
+        ),
+        ({"type": {}, "ref": _REF}, "'type' must be a non-empty string, not an object"),
+        (
+            {"#type": "jcfg:DocumentObject.X", "#value": {"Ref": _REF, "Date": "вчера"}},
+            "'#value.Date' must be an ISO 8601 date in years 1-9999, got 'вчера'",
+        ),
+    ],
+)
+def test_shape_messages_name_the_field_and_what_came(body: Any, message: str) -> None:
+    with pytest.raises(ShapeError) as caught:
+        parse_1c(body)
+    assert str(caught.value) == message
+
+
+def test_xdto_kind_ends_at_the_first_dot() -> None:
+    # A tabular section row's type has two dots: the kind is before the first, the rest is the name.
+    body = {"#type": "jcfg:DocumentObject.Заказ.Товары", "#value": {"Ref": _REF}}
+    assert parse_1c(body).type == "Документ.Заказ.Товары"
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"type": "T", "ref": _REF, "data": [1]}, "'data' must be a JSON object, not an array"),
+        (
+            {"type": "T", "ref": _REF, "data_version": 3},
+            "'data_version' must be a string, not a number",
+        ),
+        (
+            {"type": "T", "ref": _REF, "date": "31.12.2024"},
+            "'date' must be an ISO 8601 date in years 1-9999, got '31.12.2024'",
+        ),
+    ],
+)
+def test_envelope_messages_name_the_field_and_what_came(body: Any, message: str) -> None:
+    with pytest.raises(ShapeError) as caught:
+        parse_1c(body)
+    assert str(caught.value) == message
+
+
+@pytest.mark.parametrize(
+    ("dates", "occurred_at"),
+    [
+        ({"Date": 20241231}, None),  # not text: no date
+        ({"Date": ""}, None),
+        ({"Date": "0001-01-01T00:00:00", "date": "2024-05-01T10:00:00"}, "2024-05-01T10:00:00"),
+        ({"Date": None, "date": "2024-05-01T10:00:00"}, "2024-05-01T10:00:00"),
+    ],
+)
+def test_the_first_usable_date_is_taken(dates: dict[str, Any], occurred_at: str | None) -> None:
+    assert parse_1c({"type": "T", "ref": _REF, **dates}).occurred_at == occurred_at
+
+
+def test_a_date_in_the_free_form_data_that_is_not_one_is_only_not_used() -> None:
+    body = {"type": "T", "ref": _REF, "data": {"Date": "31.12.2024", "number": "1"}}
+    parsed = parse_1c(body)
+    assert (parsed.occurred_at, parsed.data) == (None, {"Date": "31.12.2024", "number": "1"})
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"  ", "body is empty"),
+        (b"{", "body is not valid JSON (unexpected end of data at line 1 column 2): '{'"),
+    ],
+)
+def test_body_error_messages(body: bytes, message: str) -> None:
+    with pytest.raises(BodyError) as caught:
+        decode_1c_json(body, None)
+    assert str(caught.value) == message
+
+
+def test_a_quoted_declared_charset_is_used() -> None:
+    body = '{"name": "Привет"}'.encode("koi8-r")  # neither UTF-8 nor the same in windows-1251
+    assert decode_1c_json(body, '"koi8-r"') == {"name": "Привет"}
+    assert decode_1c_json(body, "'koi8-r'") == {"name": "Привет"}
+
+
+def test_nan_is_named_in_the_message_without_orjson(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "orjson", None)
+    module = _fresh_copy(decode_module, "decode_without_orjson_nan")
+    with pytest.raises(MalformedError) as caught:
+        module.decode_1c_json(b'{"a": NaN}', None)
+    assert str(caught.value) == "body is not valid JSON (NaN is not valid JSON): '{\"a\": NaN}'"
+
+
+def test_in_the_free_form_data_a_usable_date_after_an_unusable_one_is_taken() -> None:
+    body = {"type": "T", "ref": _REF, "data": {"Date": "31.12.2024", "date": "2024-05-01T10:00:00"}}
+    assert parse_1c(body).occurred_at == "2024-05-01T10:00:00"
