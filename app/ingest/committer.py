@@ -171,7 +171,7 @@ class GroupCommitter:
             try:
                 traces = [row.event.traceparent for s in batch for row in s.rows]
                 with batch_span("ingest group commit", traces):
-                    outcomes = await held.run(partial(self._flush, submissions=batch))
+                    outcomes = await held.run(partial(self._flush, submissions=batch, held=held))
             except Exception as exc:
                 # The transaction did not commit (or we cannot know that it did): nobody gets a 200.
                 log.warning("ingest commit failed for %d events: %s", size, _reason(exc))
@@ -188,7 +188,7 @@ class GroupCommitter:
                     self._queue.task_done()
 
     async def _flush(
-        self, conn: AsyncConnection, submissions: Sequence[_Submission]
+        self, conn: AsyncConnection, submissions: Sequence[_Submission], held: HeldConnection
     ) -> list[list[Outcome]]:
         rows = [row for submission in submissions for row in submission.rows]
         # The first of several identical requests in one batch is the one stored.
@@ -220,7 +220,7 @@ class GroupCommitter:
         # Usually one statement, one round trip, its own transaction: events, deliveries, NOTIFY.
         # A keyed batch needs an explicit transaction: a conflicting row must undo its siblings.
         atomic = any(submission.may_conflict for submission in submissions)
-        raw = (await conn.get_raw_connection()).driver_connection
+        raw = await held.driver(conn)
         assert raw is not None
         async with raw.transaction() if atomic else contextlib.nullcontext():
             new_ids = {row[0] for row in await raw.fetch(_FLUSH_SQL, *args)}
