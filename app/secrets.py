@@ -135,3 +135,44 @@ def secret_values(obj: Any) -> list[str]:
         elif isinstance(node, str):
             found.update(dict.fromkeys(credentials_in(node)))
     return list(found)
+
+
+def scrub(obj: Any) -> tuple[Any, list[str]]:
+    """``(redact(obj), secret_values(obj))`` in one walk: ingest needs both for every event."""
+    found: dict[str, None] = {}  # ordered set
+    root: list[Any] = [None]
+    # (source node, container receiving its copy, slot in that container); a None container: the
+    # node is under a secret key, so it is not copied and its scalars are secrets.
+    stack: list[tuple[Any, Any, Any]] = [(obj, root, 0)]
+    while stack:
+        node, parent, slot = stack.pop()
+        if isinstance(node, Mapping):
+            copied: dict[Any, Any] | None = None if parent is None else {}
+            if parent is not None:
+                parent[slot] = copied
+            for key, value in node.items():
+                if copied is None or (isinstance(key, str) and is_secret_key(key)):
+                    stack.append((value, None, None))
+                    continue
+                copied[key] = None  # reserve the slot now so key order is kept
+                stack.append((value, copied, key))
+        elif isinstance(node, (list, tuple)):
+            if parent is None:
+                stack.extend((value, None, None) for value in node)
+                continue
+            items: list[Any] = [None] * len(node)
+            parent[slot] = items
+            stack.extend((value, items, index) for index, value in enumerate(node))
+        elif parent is None:
+            if isinstance(node, (str, int, float)) and not isinstance(node, bool):
+                text = str(node)
+                if text:
+                    found[text] = None
+        elif isinstance(node, str):
+            if _may_hold_credential(node):
+                found.update(dict.fromkeys(credentials_in(node)))
+                node = mask_credentials(node)
+            parent[slot] = node
+        else:
+            parent[slot] = node
+    return root[0], list(found)

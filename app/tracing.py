@@ -20,7 +20,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 tracer = trace.get_tracer("mmhub")
@@ -29,17 +29,28 @@ _ENDPOINTS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT
 _provider: TracerProvider | None = None
 
 
-def setup_tracing(service: str) -> TracerProvider:
-    """Install this process's tracer provider once; `service` unless OTEL_SERVICE_NAME says else."""
+def setup_tracing(service: str, *, export_in_child: bool = False) -> TracerProvider:
+    """Install this process's tracer provider once; `service` unless OTEL_SERVICE_NAME says else.
+
+    `export_in_child`: encode and send the spans in a child process (app.span_export), for the API,
+    whose event loop must not wait for the exporter's thread.
+    """
     global _provider
     if _provider is not None:
         return _provider
     attributes = {} if os.environ.get("OTEL_SERVICE_NAME") else {SERVICE_NAME: service}
     provider = TracerProvider(resource=Resource.create(attributes))  # sampler from OTEL_TRACES_*
     if any(os.environ.get(name) for name in _ENDPOINTS):
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        exporter: SpanExporter
+        if export_in_child:
+            from app.span_export import ChildProcessExporter
 
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+            exporter = ChildProcessExporter()
+        else:
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+            exporter = OTLPSpanExporter()
+        provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)  # its atexit hook exports what is still buffered
     _provider = provider
     return provider
@@ -66,9 +77,9 @@ def batch_span(name: str, traceparents: Sequence[str | None]) -> AbstractContext
     It is a child of the first request's span, so it shows in that trace, and links to all of them,
     so each trace can find the commit its event waited for.
     """
-    known = [value for value in traceparents if value]
-    links = [trace.Link(trace.get_current_span(context_from(v)).get_span_context()) for v in known]
-    parent = context_from(known[0]) if known else None
+    contexts = [context_from(value) for value in traceparents if value]
+    links = [trace.Link(trace.get_current_span(ctx).get_span_context()) for ctx in contexts]
+    parent = contexts[0] if contexts else None
     return tracer.start_as_current_span(
         name, context=parent, links=links, attributes={"mmhub.batch_size": len(traceparents)}
     )

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -126,7 +127,8 @@ def percentile(sorted_values: Sequence[float], pct: float) -> float:
 
 
 class CpuMeter:
-    """CPU seconds of the API server, PostgreSQL and the load generator over one phase."""
+    """CPU seconds of the API server (with its children: the span export process), PostgreSQL and
+    the load generator over one phase."""
 
     def __init__(self, api_pid: int, pg_pid: int) -> None:
         self._api = psutil.Process(api_pid)
@@ -147,8 +149,12 @@ class CpuMeter:
         own = resource.getrusage(resource.RUSAGE_SELF)
         kids = resource.getrusage(resource.RUSAGE_CHILDREN)  # wrk, once it has been waited for
         machine = psutil.cpu_times()
+        api = cpu(self._api)
+        with contextlib.suppress(psutil.Error):
+            for child in self._api.children(recursive=True):  # the span export process
+                api += cpu(child)
         sample = {
-            "api": cpu(self._api),
+            "api": api,
             "postgres": pg,
             "load": own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime,
             "busy": machine.user + machine.nice + machine.system + machine.irq + machine.softirq,
@@ -540,16 +546,21 @@ class Bench:
             result.stored = count_events(self.database_url) - before
         return result
 
-    def fixed_rate(self, name: str, rate: float, duration: float) -> PhaseResult:
+    def fixed_rate(
+        self, name: str, rate: float, duration: float, *, profile: str = ""
+    ) -> PhaseResult:
         result = PhaseResult(name, INGEST_PATH, "python", "open", self.args.connections, duration)
         result.target_rate = rate
         before = count_events(self.database_url)
         make = RequestMaker(self.templates, self.server.port, INGEST_PATH, self._seq_base())
+        profiler = self._profiler(profile, duration) if (profile and self.args.profile) else None
         self.cpu.start()
         tally = run_python_client(
             lambda: open_loop(self.server.port, make, rate, duration, result.connections)
         )
         result.cpu = self.cpu.stop(duration)
+        if profiler is not None:
+            profiler.wait()
         tally_into(result, tally)
         result.stored = count_events(self.database_url) - before
         return result
@@ -587,7 +598,9 @@ class Bench:
         say(f"[4/4] ingest at a fixed {rate:,.0f}/s: {runs}")
         wait_for_quiet(args.quiet_wait)
         self.fixed_rate("warm-up", rate, args.warmup)
-        fixed = self.fixed_rate(f"ingest at {args.rate_fraction:g} x max", rate, args.duration)
+        fixed = self.fixed_rate(
+            f"ingest at {args.rate_fraction:g} x max", rate, args.duration, profile="ingest-half"
+        )
         return [bare, ingest, fixed]
 
 
@@ -776,8 +789,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--profile",
         metavar="DIR",
-        help="py-spy the API server during the two max-rate phases: DIR/bare.txt and "
-        "DIR/ingest.txt, collapsed stacks (needs py-spy: uv run --with py-spy ...)",
+        help="py-spy the API server during the hub's three phases: DIR/bare.txt, DIR/ingest.txt "
+        "and DIR/ingest-half.txt, collapsed stacks (needs py-spy: uv run --with py-spy ...)",
     )
     args = parser.parse_args(argv)
     if args.duration <= 0 or args.warmup <= 0 or args.connections <= 0:

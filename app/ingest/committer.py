@@ -113,7 +113,11 @@ def prepare(event: NewEvent) -> _Row:
 class GroupCommitter:
     """Collects submitted events and commits them in batches on a few connections."""
 
-    def __init__(self, engine: AsyncEngine, *, max_batch: int = 256, flushers: int = 2) -> None:
+    def __init__(self, engine: AsyncEngine, *, max_batch: int = 256, flushers: int = 1) -> None:
+        # One flusher by default: while its commit waits for the fsync, the requests that arrive
+        # queue up and go together in the next batch. A second flusher took each of them alone at
+        # moderate rates, so every request paid a statement, a span and a wake-up of its own; at
+        # high rates the API's CPU, not the commits, is the limit either way.
         self._engine = engine
         self._max_batch = max_batch
         self._flushers = flushers
@@ -167,7 +171,7 @@ class GroupCommitter:
             try:
                 traces = [row.event.traceparent for s in batch for row in s.rows]
                 with batch_span("ingest group commit", traces):
-                    outcomes = await held.run(partial(self._flush, submissions=batch))
+                    outcomes = await held.run(partial(self._flush, submissions=batch, held=held))
             except Exception as exc:
                 # The transaction did not commit (or we cannot know that it did): nobody gets a 200.
                 log.warning("ingest commit failed for %d events: %s", size, _reason(exc))
@@ -184,7 +188,7 @@ class GroupCommitter:
                     self._queue.task_done()
 
     async def _flush(
-        self, conn: AsyncConnection, submissions: Sequence[_Submission]
+        self, conn: AsyncConnection, submissions: Sequence[_Submission], held: HeldConnection
     ) -> list[list[IngestResult]]:
         rows = [row for submission in submissions for row in submission.rows]
         # The first of several identical requests in one batch is the one stored.
@@ -216,7 +220,7 @@ class GroupCommitter:
         # Usually one statement, one round trip, its own transaction: events, deliveries, NOTIFY.
         # A keyed batch needs an explicit transaction: a conflicting row must undo its siblings.
         atomic = any(submission.may_conflict for submission in submissions)
-        raw = (await conn.get_raw_connection()).driver_connection
+        raw = await held.driver(conn)
         assert raw is not None
         async with raw.transaction() if atomic else contextlib.nullcontext():
             new_ids = {row[0] for row in await raw.fetch(_FLUSH_SQL, *args)}

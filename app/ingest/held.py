@@ -1,8 +1,8 @@
 """A pooled connection a group-commit flusher keeps for its life.
 
-Checking a connection out of SQLAlchemy's pool for every commit costs CPU and a round trip (the
+Checking a connection out of SQLAlchemy's pool for every commit cost CPU and a round trip (the
 pre-ping): at low rates, where a batch holds one or two events, that was most of ingest's CPU per
-request (profiled with `make bench-ingest --profile`). A flusher commits one statement at a time in autocommit, so the
+request. A flusher commits one statement at a time in autocommit, so the
 connection is idle and clean between batches and can simply be kept.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -23,6 +23,17 @@ class HeldConnection:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._conn: AsyncConnection | None = None
+        self._driver: Any = None  # the driver's connection under `_conn`, once looked up
+
+    async def driver(self, conn: AsyncConnection) -> Any:
+        """The driver's (asyncpg's) connection under `conn`: looked up once per kept connection,
+        as each lookup goes through SQLAlchemy's greenlet bridge."""
+        if conn is self._conn and self._driver is not None:
+            return self._driver
+        raw = (await conn.get_raw_connection()).driver_connection
+        if conn is self._conn:
+            self._driver = raw
+        return raw
 
     async def run(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         """`work(conn)` on the kept connection. If that connection turns out to be gone (the
@@ -45,7 +56,7 @@ class HeldConnection:
 
     async def close(self) -> None:
         """Give the connection back to the pool (or drop it when it is broken)."""
-        conn, self._conn = self._conn, None
+        conn, self._conn, self._driver = self._conn, None, None
         if conn is not None:
             with contextlib.suppress(Exception):
                 await conn.invalidate() if await _is_closed(conn) else await conn.close()

@@ -27,8 +27,8 @@ from app.errors import ServiceUnavailable, Unprocessable
 from app.ingest.committer import GroupCommitter, prepare
 from app.ingest.model import IngestResult, NewEvent
 from app.ingest.spoolfile import (
+    OtherSpools,
     SpoolFile,
-    any_pending,
     decode,
     encode,
     now,
@@ -74,6 +74,7 @@ class Spool:
         self._drainer: asyncio.Task[None] | None = None
         self._stopping = False
         self._neighbours = Neighbours(directory)
+        self._others = OtherSpools(directory)
 
     @property
     def events(self) -> int:
@@ -251,7 +252,7 @@ class Spool:
         if self._own is None:
             return False
         try:
-            return any_pending(self._directory, {file.path for file in self._files})
+            return self._others.pending({str(file.path) for file in self._files})
         except OSError:
             return False
 

@@ -14,6 +14,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -196,15 +197,47 @@ def stamp_of(line: bytes) -> tuple[datetime, str]:
         return datetime.min.replace(tzinfo=UTC), ""
 
 
-def any_pending(directory: Path, mine: set[Path]) -> bool:
-    """Whether a spool file of another process holds anything (a cheap check on every request)."""
+class OtherSpools:
+    """Whether another process's spool file in a directory holds events: checked on every request.
+
+    Listing the directory each time cost more than the rest of the check, and its entries change
+    only when a process claims a new slot or writes its first offset. So the names are kept and
+    listed again when the directory's mtime moves, and on every call while that mtime is too recent
+    to trust: an entry created in the same clock tick as the listing would leave it unchanged. The
+    sizes are read on every call (appends do not touch the directory).
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self._directory = str(directory)
+        self._stamp: tuple[int, int] | None = None  # (inode, mtime) of the directory when listed
+        self._trusted = False  # that mtime was old enough when listed
+        self._names: list[str] = []  # paths of the spool files, as os.scandir gives them
+
+    def pending(self, mine: set[str]) -> bool:
+        """Whether a spool file not in `mine` (paths as str) is not empty (OSError: unreadable)."""
+        stat = os.stat(self._directory)
+        stamp = (stat.st_ino, stat.st_mtime_ns)
+        if stamp != self._stamp or not self._trusted:
+            self._names = _spool_names(self._directory)
+            self._stamp = stamp
+            self._trusted = time.time_ns() - stat.st_mtime_ns > _RACY_NS
+        for name in self._names:
+            if name in mine:
+                continue
+            try:
+                if os.stat(name).st_size > 0:
+                    return True
+            except FileNotFoundError:
+                continue
+        return False
+
+
+_RACY_NS = 2_000_000_000  # far beyond any file system's timestamp granularity
+
+
+def _spool_names(directory: str) -> list[str]:
     with os.scandir(directory) as entries:
-        for entry in entries:
-            ours = Path(entry.path) in mine
-            named = entry.name.startswith(PREFIX) and entry.name.endswith(SUFFIX)
-            if named and not ours and entry.stat().st_size > 0:
-                return True
-    return False
+        return [e.path for e in entries if e.name.startswith(PREFIX) and e.name.endswith(SUFFIX)]
 
 
 def spool_files(directory: Path) -> list[Path]:

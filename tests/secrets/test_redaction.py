@@ -5,10 +5,20 @@ from __future__ import annotations
 import logging
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from app.ingest.scrub import mask_secrets, safe_headers
 from app.logs import setup_logging
-from app.secrets import MASK, credentials_in, is_secret_key, mask_credentials, redact, secret_values
+from app.secrets import (
+    MASK,
+    credentials_in,
+    is_secret_key,
+    mask_credentials,
+    redact,
+    scrub,
+    secret_values,
+)
 
 BASIC = "Basic ZXhjaGFuZ2U6czNjcmV0"  # exchange:s3cret
 BEARER = "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiI3In0.c2lnbmF0dXJl"
@@ -160,3 +170,26 @@ def test_secrets_of_four_characters_or_more_are_masked_in_the_raw_body() -> None
     assert b"4321" not in masked
     assert b"longer-secret" not in masked
     assert masked.startswith(b"a=abc&")
+
+
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False)
+    | st.sampled_from(["Bearer dXNlcjpwYXNzd29yZA==", "Basic Information", "tok", "x"])
+    | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=4)
+    | st.dictionaries(
+        st.sampled_from(["token", "auth[access_token]", "ПарольПользователя", "id", "data", "v"])
+        | st.text(max_size=6),
+        inner,
+        max_size=4,
+    ),
+    max_leaves=20,
+)
+
+
+@given(_JSON)
+def test_scrub_is_redact_and_secret_values_in_one_walk(value: object) -> None:
+    assert scrub(value) == (redact(value), secret_values(value))

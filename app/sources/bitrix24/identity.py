@@ -17,6 +17,7 @@ entity type id (`8` is a requisite). Unknown events fall back to the entity in t
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Mapping
@@ -198,11 +199,19 @@ _SUFFIX = re.compile(r"(ADD|UPDATE|DELETE|SETSTATUS|MOVETOCATEGORY|REGISTER|UNRE
 
 def rule_for(event: str) -> Rule:
     """The rule of an (upper-case) event name; unknown events get one from the name itself."""
+    # A portal sends a few dozen names over and over; a long one is nobody's and is not kept.
+    return _cached_rule(event) if len(event) <= 100 else _rule_for(event)
+
+
+def _rule_for(event: str) -> Rule:
     for rule in RULES:
         if rule.matches(event):
             return rule
     name = _SUFFIX.sub("", _PREFIX.sub("", event.replace(".", ""))) or event
     return Rule("unknown", re.escape(event), name.lower())
+
+
+_cached_rule = functools.lru_cache(maxsize=1024)(_rule_for)
 
 
 def subject_of(event: str, data: Any) -> str:

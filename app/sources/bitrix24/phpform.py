@@ -21,6 +21,7 @@ leading spaces (a register_globals relic); we keep names as sent.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 from urllib.parse import unquote_to_bytes
@@ -89,7 +90,7 @@ def parse_php_form(body: bytes) -> dict[str, Any]:
     root = _Array()
     for pair in pairs:
         raw_name, _, raw_value = pair.partition(b"=")
-        base, path = _split_name(_decode(raw_name))
+        base, path = _name(raw_name)
         if not base:
             continue
         value = _decode(raw_value)
@@ -101,9 +102,26 @@ def parse_php_form(body: bytes) -> dict[str, Any]:
     return {key: _finish(value) for key, value in root.items()}
 
 
+def _name(raw: bytes) -> tuple[str, tuple[str | None, ...]]:
+    """A field's name, decoded and split (see `_split_name`); short ones from a cache."""
+    return _cached_name(raw) if len(raw) <= _CACHED_NAME_BYTES else _split(raw)
+
+
+def _split(raw: bytes) -> tuple[str, tuple[str | None, ...]]:
+    base, path = _split_name(_decode(raw))
+    return base, tuple(path)
+
+
+# A portal sends the same few hundred names with every event. The body is not authenticated yet:
+# only short names are kept, so that the cache stays small whatever a client sends.
+_CACHED_NAME_BYTES = 200
+_cached_name = functools.lru_cache(maxsize=4096)(_split)
+
+
 def _decode(raw: bytes) -> str:
     """Percent-decode one name or value and pick its charset."""
-    data = unquote_to_bytes(raw.replace(b"+", b" "))
+    # Most values (ids, dates, tokens) are sent as they are: nothing to unquote.
+    data = unquote_to_bytes(raw.replace(b"+", b" ")) if b"%" in raw or b"+" in raw else raw
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:

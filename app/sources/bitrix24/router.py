@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 from asgi_correlation_id import correlation_id
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from app.errors import BadRequest, Unprocessable, UnsupportedMediaType
@@ -16,7 +16,7 @@ from app.ingest.model import NewEvent
 from app.ingest.replies import REPLIES, Accepted
 from app.ingest.scrub import mask_secrets, safe_headers
 from app.ingest.service import Ingest
-from app.secrets import redact, secret_values
+from app.secrets import scrub
 from app.sources.bitrix24 import lifecycle
 from app.sources.bitrix24.lifecycle import LIFECYCLE_EVENTS
 from app.sources.bitrix24.parse import Bitrix24Event, parse_b24
@@ -29,8 +29,10 @@ router = APIRouter(tags=["ingest"])
 
 
 @router.post("/webhooks/bitrix24", response_model=Accepted, responses=REPLIES)
-async def bitrix24_webhook(request: Request, body: bytes = Depends(read_body)) -> Response:
+async def bitrix24_webhook(request: Request) -> Response:
     """Accept one Bitrix24 event once it is committed with its deliveries."""
+    # Read here rather than as a dependency: FastAPI's dependency solving costs more than reading.
+    body = await read_body(request)
     payload = _parse_body(request, body)
     name = payload.get("event")
     if isinstance(name, str) and name.strip().upper() in LIFECYCLE_EVENTS:
@@ -42,13 +44,14 @@ async def bitrix24_webhook(request: Request, body: bytes = Depends(read_body)) -
         parsed = parse_b24(payload)
     except ShapeError as exc:
         raise Unprocessable(str(exc)) from None
+    stored, secrets = scrub(payload)
     event = NewEvent(
         source="bitrix24",
         type=parsed.event,
         subject=parsed.subject,
         dedup_key=_dedup_key(request, parsed, body),
-        payload=redact(payload),
-        raw_body=mask_secrets(body, secret_values(payload)),
+        payload=stored,
+        raw_body=mask_secrets(body, secrets),
         headers=safe_headers(request.headers),
         origin=parsed.domain,
         occurred_at=_timestamp(parsed.ts),

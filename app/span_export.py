@@ -1,0 +1,243 @@
+"""OTLP span export from a child process, so that encoding spans never holds the API's GIL.
+
+The SDK's `BatchSpanProcessor` exports from a thread of the process that made the spans, and its
+OTLP exporter builds the protobuf messages in Python: while it encodes a batch it holds the GIL,
+and every request in flight on the event loop waits for it (the tail of ingest latency at moderate
+rates), besides the CPU it takes from the one core the event loop can use.
+
+`ChildProcessExporter` is the exporter the `BatchSpanProcessor` of the API calls: it flattens each
+batch into plain tuples and hands it over a pipe (pickled) to `python -m app.span_export`, which
+rebuilds the spans and exports them with the SDK's own `OTLPSpanExporter` (same environment
+variables, same protocol, same retries). Batching, queue limits, `OTEL_BSP_*` and the export at
+exit stay the `BatchSpanProcessor`'s. The child exits when the pipe closes (the API stopped or
+died); a child that died is started again for the next batch.
+
+Frames on the pipe are a 4-byte big-endian length and a pickle: `("spans", resources, spans)` or
+`("flush",)`, which the child acknowledges with one byte on its stdout once everything before it
+is exported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import pickle
+import signal
+import struct
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from typing import IO, Any
+
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace.span import TraceState
+
+log = logging.getLogger(__name__)
+
+_LENGTH = struct.Struct(">I")
+_FLUSHED = b"F"
+_Context = tuple[int, int, bool, int, list[tuple[str, str]] | None]
+
+
+class ChildProcessExporter(SpanExporter):
+    """Sends batches of spans to a child process that exports them over OTLP/HTTP."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # one writer at a time: the processor's thread, a flush
+        self._child: subprocess.Popen[bytes] | None = None
+        self._pid = 0  # the process that started the child (a fork must start its own)
+        self._stopped = False
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        if self._stopped:
+            return SpanExportResult.FAILURE
+        resources: dict[int, int] = {}
+        resource_list: list[tuple[dict[str, Any], str]] = []
+        flat = []
+        for span in spans:
+            resource = span.resource
+            index = resources.get(id(resource))
+            if index is None:
+                index = resources[id(resource)] = len(resource_list)
+                resource_list.append((dict(resource.attributes), resource.schema_url))
+            flat.append(_flatten(span, index))
+        frame = pickle.dumps(("spans", resource_list, flat), protocol=pickle.HIGHEST_PROTOCOL)
+        with self._lock:
+            for _ in range(2):  # a child that died since the last batch: once more on a new one
+                try:
+                    _write(self._running().stdin, frame)
+                    return SpanExportResult.SUCCESS
+                except (OSError, ValueError):
+                    self._reap()
+        log.warning("the span export process is not running; %d spans dropped", len(spans))
+        return SpanExportResult.FAILURE
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Wait until the child has exported every batch sent before this call."""
+        with self._lock:
+            child = self._child
+            if child is None or child.poll() is not None or self._pid != os.getpid():
+                return True
+            try:
+                _write(child.stdin, pickle.dumps(("flush",)))
+                return _read_ack(child.stdout, timeout_millis / 1000)
+            except (OSError, ValueError):
+                return False
+
+    def shutdown(self, timeout_millis: int = 30000) -> None:
+        """Close the pipe: the child exports what it holds and exits."""
+        with self._lock:
+            self._stopped = True
+            child, self._child = self._child, None
+        if child is None or self._pid != os.getpid():
+            return
+        with contextlib.suppress(OSError, ValueError):
+            assert child.stdin is not None
+            child.stdin.close()
+        try:
+            child.wait(timeout_millis / 1000)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+    def _running(self) -> subprocess.Popen[bytes]:
+        child = self._child
+        if child is not None and self._pid == os.getpid() and child.poll() is None:
+            return child
+        self._child = subprocess.Popen(
+            [sys.executable, "-m", "app.span_export"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            close_fds=True,
+        )
+        self._pid = os.getpid()
+        return self._child
+
+    def _reap(self) -> None:
+        child, self._child = self._child, None
+        if child is not None and self._pid == os.getpid():
+            with contextlib.suppress(OSError, ValueError):
+                assert child.stdin is not None
+                child.stdin.close()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(1)
+
+
+def _write(pipe: IO[bytes] | None, frame: bytes) -> None:
+    assert pipe is not None
+    pipe.write(_LENGTH.pack(len(frame)) + frame)
+    pipe.flush()
+
+
+def _read_ack(pipe: IO[bytes] | None, timeout: float) -> bool:
+    import select
+
+    assert pipe is not None
+    ready, _, _ = select.select([pipe], [], [], timeout)
+    return bool(ready) and pipe.read(1) == _FLUSHED
+
+
+# --- spans as plain tuples, and back --------------------------------------------------------------
+
+
+def _context(ctx: SpanContext) -> _Context:
+    state = list(ctx.trace_state.items()) if ctx.trace_state else None
+    return (ctx.trace_id, ctx.span_id, ctx.is_remote, int(ctx.trace_flags), state)
+
+
+def _flatten(span: ReadableSpan, resource: int) -> tuple[Any, ...]:
+    context = span.get_span_context()
+    assert context is not None
+    scope = span.instrumentation_scope
+    return (
+        span.name,
+        _context(context),
+        None if span.parent is None else _context(span.parent),
+        resource,
+        dict(span.attributes) if span.attributes else None,
+        [(e.name, dict(e.attributes or {}), e.timestamp) for e in span.events],
+        [(_context(link.context), dict(link.attributes or {})) for link in span.links],
+        span.kind.value,
+        span.status.status_code.value,
+        span.status.description,
+        span.start_time,
+        span.end_time,
+        None if scope is None else (scope.name, scope.version, scope.schema_url),
+    )
+
+
+def _span_context(flat: _Context) -> SpanContext:
+    trace_id, span_id, is_remote, flags, state = flat
+    return SpanContext(
+        trace_id,
+        span_id,
+        is_remote=is_remote,
+        trace_flags=TraceFlags(flags),
+        trace_state=TraceState(state) if state else None,
+    )
+
+
+def _rebuild(flat: tuple[Any, ...], resources: list[Resource]) -> ReadableSpan:
+    name, context, parent, resource, attributes, events, links, kind = flat[:8]
+    code, description, start, end, scope = flat[8:]
+    status_code = StatusCode(code)
+    return ReadableSpan(
+        name=name,
+        context=_span_context(context),
+        parent=None if parent is None else _span_context(parent),
+        resource=resources[resource],
+        attributes=attributes,
+        events=[Event(n, a, timestamp=t) for n, a, t in events],
+        links=[Link(_span_context(c), a) for c, a in links],
+        kind=SpanKind(kind),
+        status=Status(status_code, description if status_code is StatusCode.ERROR else None),
+        start_time=start,
+        end_time=end,
+        instrumentation_scope=None if scope is None else InstrumentationScope(*scope),
+    )
+
+
+# --- the child ------------------------------------------------------------------------------------
+
+
+def _read_frame(pipe: IO[bytes]) -> Any:
+    header = pipe.read(_LENGTH.size)
+    if len(header) < _LENGTH.size:
+        return None
+    (size,) = _LENGTH.unpack(header)
+    return pickle.loads(pipe.read(size))  # noqa: S301 - written by our own parent process
+
+
+def main() -> None:
+    """Export what the parent sends until it closes the pipe."""
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    logging.basicConfig(level=logging.WARNING)
+    # Ctrl-C reaches the whole process group: the parent closes the pipe when it stops, and what
+    # it had sent is still exported.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    exporter = OTLPSpanExporter()
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    try:
+        while (frame := _read_frame(stdin)) is not None:
+            if frame[0] == "flush":
+                stdout.write(_FLUSHED)
+                stdout.flush()
+                continue
+            _, resource_list, flat = frame
+            resources = [
+                Resource(attributes, schema_url) for attributes, schema_url in resource_list
+            ]
+            exporter.export([_rebuild(span, resources) for span in flat])
+    finally:
+        exporter.shutdown()  # type: ignore[no-untyped-call]
+
+
+if __name__ == "__main__":
+    main()

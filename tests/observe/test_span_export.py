@@ -1,0 +1,79 @@
+"""The API's spans leave through a child process (app.span_export): nothing of a span is lost."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from app.span_export import ChildProcessExporter, _flatten, _rebuild
+from tests.observe.otlp_receiver import OtlpReceiver
+
+CALLER = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+class _Kept(SpanExporter):
+    def __init__(self) -> None:
+        self.spans: list[ReadableSpan] = []
+
+    def export(self, spans: object) -> SpanExportResult:
+        self.spans.extend(spans)  # type: ignore[call-overload]
+        return SpanExportResult.SUCCESS
+
+
+def _some_spans() -> list[ReadableSpan]:
+    """A server span continuing a caller's trace (remote parent, trace state, an error), and a
+    commit span with links, an event and attributes of every kind."""
+    kept = _Kept()
+    provider = TracerProvider(resource=Resource.create({"service.name": "mmhub-api"}))
+    provider.add_span_processor(SimpleSpanProcessor(kept))
+    tracer = provider.get_tracer("mmhub", "1.0")
+    carrier = {"traceparent": CALLER, "tracestate": "vendor=abc"}
+    parent = TraceContextTextMapPropagator().extract(carrier)
+    with tracer.start_as_current_span("POST /webhooks/bitrix24", parent, SpanKind.SERVER) as span:
+        span.set_attribute("http.response.status_code", 500)
+        span.set_status(Status(StatusCode.ERROR, "boom"))
+        links = [Link(span.get_span_context(), {"why": "batch"})]
+        with tracer.start_as_current_span("ingest group commit", links=links) as commit:
+            commit.set_attributes({"n": 3, "f": 0.5, "ok": True, "ids": ("a", "b")})
+            commit.add_event("retried", {"attempt": 2})
+    return kept.spans
+
+
+def test_a_rebuilt_span_encodes_exactly_as_the_original() -> None:
+    spans = _some_spans()
+    resources = [spans[0].resource]
+    rebuilt = [_rebuild(_flatten(span, 0), resources) for span in spans]
+    assert encode_spans(rebuilt) == encode_spans(spans)
+    assert [s.name for s in rebuilt] == ["ingest group commit", "POST /webhooks/bitrix24"]
+
+
+async def test_the_child_process_exports_every_span_to_the_endpoint() -> None:
+    spans = _some_spans()
+    async with OtlpReceiver() as receiver:
+        os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = receiver.endpoint
+        try:
+            exporter = ChildProcessExporter()
+            assert exporter.export(spans) is SpanExportResult.SUCCESS
+            assert await asyncio.to_thread(exporter.force_flush, 30_000)
+            await asyncio.to_thread(exporter.shutdown, 30_000)
+        finally:
+            del os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"]
+        assert exporter.export(spans) is SpanExportResult.FAILURE  # after shutdown
+    received = {span.name: span for span in receiver.spans}
+    assert sorted(received) == ["POST /webhooks/bitrix24", "ingest group commit"]
+    server, commit = received["POST /webhooks/bitrix24"], received["ingest group commit"]
+    assert (server.service, server.kind, server.trace_id) == (
+        "mmhub-api",
+        "SERVER",
+        "0af7651916cd43dd8448eb211c80319c",
+    )
+    assert server.parent_span_id == "b7ad6b7169203331"
+    assert (commit.parent_span_id, commit.links) == (server.span_id, (server.span_id,))
+    assert commit.attributes["n"] == 3
