@@ -26,7 +26,7 @@ from app.ids import new_id
 from app.ingest.held import HeldConnection
 from app.ingest.idempotency import canonical_json, is_keyed
 from app.ingest.model import IngestResult, NewEvent
-from app.outbox import NOTIFY_CHANNEL
+from app.outbox import writes
 from app.tracing import batch_span
 
 log = logging.getLogger(__name__)
@@ -34,35 +34,6 @@ log = logging.getLogger(__name__)
 # Type, subject, dedup key and origin live in b-tree indexes (at most ~2.7 kB per entry): longer
 # values would fail the whole shared statement, so they are refused with the one request.
 MAX_IDENTITY_BYTES = 1024
-_FLUSH_SQL = f"""
-WITH new_events AS (
-  INSERT INTO events (id, source, type, subject, dedup_key, origin, occurred_at, request_id,
-                      headers, payload, raw_body, payload_hash, traceparent)
-  SELECT id, source, type, subject, dedup_key, origin, occurred_at, request_id,
-         headers::jsonb, payload::jsonb, raw_body, payload_hash, traceparent
-  FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-              $7::timestamptz[], $8::text[], $9::text[], $10::text[], $11::bytea[], $12::bytea[],
-              $18::text[])
-       AS e(id, source, type, subject, dedup_key, origin, occurred_at, request_id,
-            headers, payload, raw_body, payload_hash, traceparent)
-  ON CONFLICT (source, dedup_key) DO NOTHING
-  RETURNING id
-), new_deliveries AS (
-  INSERT INTO deliveries (id, event_id, route, target, ordering_key)
-  SELECT d.id, d.event_id, d.route, d.target, d.ordering_key
-  FROM unnest($13::uuid[], $14::uuid[], $15::text[], $16::text[], $17::text[])
-       AS d(id, event_id, route, target, ordering_key)
-  WHERE d.event_id IN (SELECT id FROM new_events)
-  RETURNING 1
-)
-SELECT id, (SELECT pg_notify('{NOTIFY_CHANNEL}', '') WHERE EXISTS (SELECT FROM new_deliveries))
-FROM new_events
-"""  # noqa: S608 - a constant
-_EXISTING_SQL = """
-SELECT e.source, e.dedup_key, e.id, e.payload_hash
-FROM events e JOIN unnest($1::text[], $2::text[]) AS k(source, dedup_key) USING (source, dedup_key)
-"""
-_UNDO_SQL = "DELETE FROM events WHERE id = ANY($1::uuid[])"  # deliveries go with them (cascade)
 _Key = tuple[str, str]  # (source, dedup_key)
 
 
@@ -223,7 +194,7 @@ class GroupCommitter:
         raw = await held.driver(conn)
         assert raw is not None
         async with raw.transaction() if atomic else contextlib.nullcontext():
-            new_ids = {row[0] for row in await raw.fetch(_FLUSH_SQL, *args)}
+            new_ids = await writes.insert_events(raw, args)
             missing = [key for key, row in firsts.items() if row.event.id not in new_ids]
             existing = await _existing(raw, missing)
             outcomes = [
@@ -232,7 +203,7 @@ class GroupCommitter:
             ]
             undo = _undone(submissions, outcomes, new_ids)
             if undo:
-                await raw.execute(_UNDO_SQL, undo)
+                await writes.delete_events(raw, undo)
         return outcomes
 
 
@@ -240,7 +211,7 @@ async def _existing(raw: Any, keys: list[_Key]) -> dict[_Key, tuple[uuid.UUID, b
     """The stored event id and payload digest of each key that was already taken."""
     if not keys:
         return {}
-    found = await raw.fetch(_EXISTING_SQL, [k[0] for k in keys], [k[1] for k in keys])
+    found = await writes.stored_events(raw, [k[0] for k in keys], [k[1] for k in keys])
     return {(r["source"], r["dedup_key"]): (r["id"], r["payload_hash"]) for r in found}
 
 

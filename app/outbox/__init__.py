@@ -6,10 +6,9 @@
 - `changes`: replay, edit, cancel's lock, bulk replay's selection (SQLAlchemy, on the caller's
   session, as the support services in `app.support` need);
 - `retention`: the purge of old, finished events in bounded batches;
+- `writes`: ingest's insert of events with their deliveries (and the relay's NOTIFY), run by the
+  group commit in `app.ingest.committer`;
 - `envelope`: the CloudEvent every target gets for a stored event.
-
-Ingest's insert (events with their deliveries, in one statement) stays with the group commit in
-`app.ingest.committer`, whose batching it is made for.
 """
 
 # Deliveries became due (ingest committed some, an operator replayed some): the relay LISTENs.
