@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.settings import Settings
 from dispatch import handover
-from dispatch.handover import KEY, drain_and_hand_over, enqueue_drain
+from dispatch.handover import KEY, drain_and_hand_over, enqueue_drain, keep_queued
 from dispatch.runtime import Runtime
 from tests.dispatch.harness import deal, deliveries, hub_with_target, ingest
 from tests.fake_target import FakeTarget
@@ -149,3 +149,82 @@ async def test_the_job_carries_the_relays_span(queue: Queue) -> None:
         assert enqueue_drain(queue, "erp", HOLD) is True
     [job] = queue.get_jobs()
     assert job.args == ("erp", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", job.id)
+
+
+async def test_the_key_names_the_running_job_in_every_round(
+    settings_for: Callable[..., Settings],
+    engine: AsyncEngine,
+    redis: Redis,
+    fake_target: FakeTarget,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Each round after the first takes the key back: it must still name this job (its token), so
+    # that the relay and the heartbeat see whose it is.
+    hub = hub_with_target(fake_target.url, concurrency=1)
+    settings = settings_for(hub, drain_budget=timedelta(milliseconds=1))
+    drain, holders = handover.drain, []
+
+    async def watched(rt: Runtime, target: str, budget: float) -> int:
+        holders.append(await redis.get(KEY.format(target)))
+        return await drain(rt, target, budget)
+
+    monkeypatch.setattr(handover, "drain", watched)
+    async with hub_and_runtime(settings) as (client, rt):
+        await ingest(client, *(deal(i) for i in range(1, 5)))
+        await redis.set(KEY.format("erp"), "job-1")
+        assert await drain_and_hand_over(rt, "erp", "job-1") == 4
+
+    assert [r.status for r in await deliveries(engine)] == ["delivered"] * 4
+    assert len(holders) > 1  # it went round more than once
+    assert set(holders) == {b"job-1"}
+    assert not await redis.exists(KEY.format("erp"))
+
+
+async def test_a_job_without_a_token_adopts_the_key_and_releases_it(
+    settings_for: Callable[..., Settings],
+    engine: AsyncEngine,
+    redis: Redis,
+    fake_target: FakeTarget,
+) -> None:
+    # A job enqueued before keys named their job (an upgrade with jobs in the queue) has no token:
+    # it takes the key's and releases it when done, or the target would wait for the key to lapse.
+    settings = settings_for(hub_with_target(fake_target.url))
+    async with hub_and_runtime(settings) as (_, rt):
+        await redis.set(KEY.format("erp"), "old-job", ex=600)
+        assert await drain_and_hand_over(rt, "erp") == 0
+
+    assert not await redis.exists(KEY.format("erp"))
+
+
+async def test_a_key_that_redis_lost_ends_the_job_quietly(
+    settings_for: Callable[..., Settings],
+    engine: AsyncEngine,
+    redis: Redis,
+    fake_target: FakeTarget,
+) -> None:
+    # FLUSHALL or a restart took the key: releasing it must not fail the job.
+    settings = settings_for(hub_with_target(fake_target.url))
+    async with hub_and_runtime(settings) as (_, rt):
+        assert not await redis.exists(KEY.format("erp"))
+        assert await drain_and_hand_over(rt, "erp", "job-1") == 0
+
+    assert not await redis.exists(KEY.format("erp"))
+
+
+async def test_the_relay_renews_only_a_job_that_waits_in_the_queue(
+    queue: Queue, redis: Redis
+) -> None:
+    key = KEY.format("erp")
+    assert keep_queued(queue, "erp", HOLD) is False  # no key: nothing to renew, nothing made
+    assert not await redis.exists(key)
+
+    assert enqueue_drain(queue, "erp", HOLD) is True
+    await redis.expire(key, 5)
+    assert keep_queued(queue, "erp", HOLD) is True  # still queued: renewed for a whole hold
+    assert await redis.ttl(key) > 5
+
+    [job] = queue.get_jobs()
+    queue.remove(job)  # a worker took it: renewing is the running job's business now
+    await redis.expire(key, 5)
+    assert keep_queued(queue, "erp", HOLD) is False
+    assert await redis.ttl(key) <= 5
