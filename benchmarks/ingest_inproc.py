@@ -1,0 +1,121 @@
+"""CPU per ingest request of the real app, driven in-process: no uvicorn, no sockets, no load generator.
+
+    uv run python -m benchmarks.ingest_inproc [--requests 10000] [--concurrency 64] [--path /bench/bare]
+
+`make bench-ingest` measures the served hub, whose figures move with everything else on the
+machine; this calls `benchmarks.common:bench_app` (or `minimal_app`, `--minimal`) as an ASGI app
+from concurrent tasks, on a durable embedded PostgreSQL 16 and Valkey, and prints the CPU time of
+this process and its span export child per request (the database's is not counted). Run it with and without
+`OTEL_EXPORTER_OTLP_ENDPOINT` or with `OTEL_SDK_DISABLED=true`, alternating, to see what a part of
+the request costs (benchmarks/README.md, "Where the ingest CPU goes").
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import os
+import time
+from typing import Any
+
+import psutil
+import uvloop
+
+from benchmarks.common import (
+    FORM,
+    INGEST_PATH,
+    bench_app,
+    body_templates,
+    embedded_database,
+    minimal_app,
+)
+
+
+def _cpu_seconds(process: psutil.Process) -> float:
+    """This process's CPU time and its span export child's (not the embedded servers')."""
+    total = sum(process.cpu_times()[:2])
+    for child in process.children():
+        with contextlib.suppress(psutil.Error):
+            if "app.span_export" in " ".join(child.cmdline()):
+                total += sum(child.cpu_times()[:2])
+    return total
+
+
+async def _run(args: argparse.Namespace) -> None:
+    app: Any = minimal_app() if args.minimal else bench_app()
+    templates = body_templates()
+    ids = itertools.count(int(time.time()) * 1000)
+
+    async def one() -> None:
+        record = next(ids)
+        body = templates[record % len(templates)].render(record, int(time.time()))
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": args.path,
+            "raw_path": args.path.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "headers": [
+                (b"host", b"127.0.0.1"),
+                (b"content-type", FORM.encode()),
+                (b"content-length", str(len(body)).encode()),
+            ],
+            "client": ("127.0.0.1", 5000),
+            "server": ("127.0.0.1", 8000),
+            "state": {},
+        }
+        messages = [{"type": "http.request", "body": body, "more_body": False}]
+        statuses = []
+
+        async def receive() -> dict[str, Any]:
+            if messages:
+                return messages.pop()
+            await asyncio.Event().wait()  # the client never disconnects
+            raise AssertionError("unreachable")
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                statuses.append(message["status"])
+
+        await app(scope, receive, send)
+        if statuses != [200]:
+            raise RuntimeError(f"{args.path} answered {statuses}")
+
+    async with app.router.lifespan_context(app):
+        gate = asyncio.Semaphore(args.concurrency)
+
+        async def guarded() -> None:
+            async with gate:
+                await one()
+
+        await asyncio.gather(*(guarded() for _ in range(500)))  # warm-up
+        me = psutil.Process()
+        cpu, wall = _cpu_seconds(me), time.perf_counter()
+        await asyncio.gather(*(guarded() for _ in range(args.requests)))
+        cpu, wall = _cpu_seconds(me) - cpu, time.perf_counter() - wall
+    print(
+        f"{args.path}: {args.requests / wall:,.0f} requests/s, "
+        f"CPU {cpu / args.requests * 1e6:,.0f} us per request"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=10_000)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--path", default=INGEST_PATH)
+    parser.add_argument("--minimal", action="store_true", help="the minimal FastAPI app")
+    args = parser.parse_args()
+    with embedded_database() as (database_url, redis_url):
+        os.environ["MMHUB_DATABASE_URL"], os.environ["MMHUB_REDIS_URL"] = database_url, redis_url
+        uvloop.run(_run(args))
+
+
+if __name__ == "__main__":
+    main()
