@@ -12,33 +12,22 @@ from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.outbox.queries import delivery_state, get_delivery, search_deliveries
+from cli.listing import list_command
 from cli.output import (
     Record,
     ago,
     attempts_table,
     console,
-    cursor_hint,
     delivery_record,
     emit_json,
-    print_table,
     say,
     short,
     status_text,
-    table,
 )
 from cli.support import (
     ActorOpt,
-    EventTypeOpt,
     JsonOpt,
     ReasonOpt,
-    SinceOpt,
-    SourceOpt,
-    StatusOpt,
-    SubjectOpt,
-    TargetOpt,
-    TextOpt,
-    UntilOpt,
-    build_filter,
     default_actor,
     fail,
     parse_id,
@@ -47,63 +36,30 @@ from cli.support import (
 
 app = typer.Typer(no_args_is_help=True, add_completion=False)
 
-LimitOpt = Annotated[int, typer.Option("--limit", min=1, max=500, help="rows per page")]
-CursorOpt = Annotated[
-    str | None, typer.Option("--cursor", help="the next page, as the previous one printed")
-]
+
+def _delivery_row(item: Record) -> list[str]:
+    return [
+        item["id"],
+        status_text(item["status"]),
+        item["target"],
+        item["event"]["type"],
+        item["event"]["subject"],
+        str(item["attempt_count"]),
+        ago(item["created_at"]),
+        short(item["last_error"], 40),
+    ]
 
 
-@app.command("list")
-def list_deliveries(
-    status: StatusOpt = None,
-    target: TargetOpt = None,
-    source: SourceOpt = None,
-    event_type: EventTypeOpt = None,
-    subject: SubjectOpt = None,
-    since: SinceOpt = None,
-    until: UntilOpt = None,
-    text: TextOpt = None,
-    limit: LimitOpt = 50,
-    cursor: CursorOpt = None,
-    json_out: JsonOpt = False,
-) -> None:
-    """Deliveries matching the filters, newest first: mmhub deliveries list --status dead --since 2h."""
-    where = build_filter(
-        status=status,
-        target=target,
-        source=source,
-        event_type=event_type,
-        subject=subject,
-        since=since,
-        until=until,
-        text=text,
+app.command("list")(
+    list_command(
+        search=search_deliveries,
+        record=delivery_record,
+        columns=("ID", "STATUS", "TARGET", "EVENT", "SUBJECT", "TRIES", "CREATED", "LAST ERROR"),
+        row=_delivery_row,
+        nothing="no deliveries match",
+        doc="Deliveries matching the filters, newest first: mmhub deliveries list --status dead --since 2h.",
     )
-
-    async def work(session: AsyncSession) -> tuple[list[Record], str | None]:
-        page = await search_deliveries(session, where, limit=limit, cursor=cursor)
-        return [delivery_record(d) for d in page.items], page.next_cursor
-
-    items, next_cursor = run_session(work)
-    if json_out:
-        emit_json({"items": items, "next_cursor": next_cursor})
-        return
-    if not items:
-        say("no deliveries match")
-        return
-    rows = table("ID", "STATUS", "TARGET", "EVENT", "SUBJECT", "TRIES", "CREATED", "LAST ERROR")
-    for item in items:
-        rows.add_row(
-            item["id"],
-            status_text(item["status"]),
-            item["target"],
-            item["event"]["type"],
-            item["event"]["subject"],
-            str(item["attempt_count"]),
-            ago(item["created_at"]),
-            short(item["last_error"], 40),
-        )
-    print_table(rows)
-    say(cursor_hint(next_cursor, len(items)))
+)
 
 
 @app.command("show")

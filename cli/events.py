@@ -10,32 +10,19 @@ from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.outbox.queries import get_event, search_events
-from cli.deliveries import CursorOpt, LimitOpt
+from cli.listing import list_command
 from cli.output import (
     Record,
     ago,
     attempts_table,
     console,
-    cursor_hint,
     emit_json,
     event_record,
-    print_table,
-    say,
     short,
     status_text,
-    table,
 )
 from cli.support import (
-    EventTypeOpt,
     JsonOpt,
-    SinceOpt,
-    SourceOpt,
-    StatusOpt,
-    SubjectOpt,
-    TargetOpt,
-    TextOpt,
-    UntilOpt,
-    build_filter,
     parse_id,
     run_session,
 )
@@ -43,56 +30,28 @@ from cli.support import (
 app = typer.Typer(no_args_is_help=True, add_completion=False)
 
 
-@app.command("list")
-def list_events(
-    status: StatusOpt = None,
-    target: TargetOpt = None,
-    source: SourceOpt = None,
-    event_type: EventTypeOpt = None,
-    subject: SubjectOpt = None,
-    since: SinceOpt = None,
-    until: UntilOpt = None,
-    text: TextOpt = None,
-    limit: LimitOpt = 50,
-    cursor: CursorOpt = None,
-    json_out: JsonOpt = False,
-) -> None:
-    """Events matching the filters, newest first (--status/--target match any of its deliveries)."""
-    where = build_filter(
-        status=status,
-        target=target,
-        source=source,
-        event_type=event_type,
-        subject=subject,
-        since=since,
-        until=until,
-        text=text,
+def _event_row(item: Record) -> list[str]:
+    return [
+        item["id"],
+        ago(item["received_at"]),
+        item["source"],
+        item["type"],
+        item["subject"],
+        ", ".join(f"{d['target']}:{status_text(d['status'])}" for d in item["deliveries"])
+        or "[dim]none (no route)[/]",
+    ]
+
+
+app.command("list")(
+    list_command(
+        search=search_events,
+        record=event_record,
+        columns=("ID", "RECEIVED", "SOURCE", "TYPE", "SUBJECT", "DELIVERIES"),
+        row=_event_row,
+        nothing="no events match",
+        doc="Events matching the filters, newest first (--status/--target match any of its deliveries).",
     )
-
-    async def work(session: AsyncSession) -> tuple[list[Record], str | None]:
-        page = await search_events(session, where, limit=limit, cursor=cursor)
-        return [event_record(e) for e in page.items], page.next_cursor
-
-    items, next_cursor = run_session(work)
-    if json_out:
-        emit_json({"items": items, "next_cursor": next_cursor})
-        return
-    if not items:
-        say("no events match")
-        return
-    rows = table("ID", "RECEIVED", "SOURCE", "TYPE", "SUBJECT", "DELIVERIES")
-    for item in items:
-        rows.add_row(
-            item["id"],
-            ago(item["received_at"]),
-            item["source"],
-            item["type"],
-            item["subject"],
-            ", ".join(f"{d['target']}:{status_text(d['status'])}" for d in item["deliveries"])
-            or "[dim]none (no route)[/]",
-        )
-    print_table(rows)
-    say(cursor_hint(next_cursor, len(items)))
+)
 
 
 @app.command("show")
