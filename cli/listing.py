@@ -12,7 +12,6 @@ from typing import Annotated, Any
 import typer
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.outbox.filters import DeliveryFilter
 from cli.output import Record, cursor_hint, emit_json, print_table, say, table
 from cli.support import (
     EventTypeOpt,
@@ -61,7 +60,7 @@ def list_command(
         cursor: CursorOpt = None,
         json_out: JsonOpt = False,
     ) -> None:
-        where: DeliveryFilter = build_filter(
+        where = build_filter(
             status=status,
             target=target,
             source=source,

@@ -180,33 +180,29 @@ async def test_the_key_names_the_running_job_in_every_round(
     assert not await redis.exists(KEY.format("erp"))
 
 
-async def test_a_job_without_a_token_adopts_the_key_and_releases_it(
+@pytest.mark.parametrize(
+    ("holder", "job_id"),
+    [
+        # A job enqueued before keys named their job (an upgrade with jobs in the queue) has no
+        # token: it takes the key's and releases it, or the target would wait for the key to lapse.
+        pytest.param("old-job", None, id="a job without a token adopts the key"),
+        # FLUSHALL or a restart took the key: releasing it must not fail the job.
+        pytest.param(None, "job-1", id="a key that Redis lost"),
+    ],
+)
+async def test_a_job_leaves_no_key_behind_and_does_not_fail(
     settings_for: Callable[..., Settings],
     engine: AsyncEngine,
     redis: Redis,
     fake_target: FakeTarget,
+    holder: str | None,
+    job_id: str | None,
 ) -> None:
-    # A job enqueued before keys named their job (an upgrade with jobs in the queue) has no token:
-    # it takes the key's and releases it when done, or the target would wait for the key to lapse.
     settings = settings_for(hub_with_target(fake_target.url))
     async with hub_and_runtime(settings) as (_, rt):
-        await redis.set(KEY.format("erp"), "old-job", ex=600)
-        assert await drain_and_hand_over(rt, "erp") == 0
-
-    assert not await redis.exists(KEY.format("erp"))
-
-
-async def test_a_key_that_redis_lost_ends_the_job_quietly(
-    settings_for: Callable[..., Settings],
-    engine: AsyncEngine,
-    redis: Redis,
-    fake_target: FakeTarget,
-) -> None:
-    # FLUSHALL or a restart took the key: releasing it must not fail the job.
-    settings = settings_for(hub_with_target(fake_target.url))
-    async with hub_and_runtime(settings) as (_, rt):
-        assert not await redis.exists(KEY.format("erp"))
-        assert await drain_and_hand_over(rt, "erp", "job-1") == 0
+        if holder is not None:
+            await redis.set(KEY.format("erp"), holder, ex=600)
+        assert await drain_and_hand_over(rt, "erp", job_id) == 0
 
     assert not await redis.exists(KEY.format("erp"))
 
