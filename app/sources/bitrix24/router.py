@@ -26,9 +26,10 @@ from app.sources.errors import MalformedError, ShapeError
 from app.sources.jsonlimits import check_json_limits
 
 router = APIRouter(tags=["ingest"])
+BITRIX24_PATH = "/webhooks/bitrix24"
 
 
-@router.post("/webhooks/bitrix24", response_model=Accepted, responses=REPLIES)
+@router.post(BITRIX24_PATH, response_model=Accepted, responses=REPLIES)
 async def bitrix24_webhook(request: Request) -> Response:
     """Accept one Bitrix24 event once it is committed with its deliveries."""
     # Read here rather than as a dependency: FastAPI's dependency solving costs more than reading.
