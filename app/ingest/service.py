@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
+
+from prometheus_client import Counter
 
 from app.errors import Conflict
 from app.hubconfig import HubConfig
@@ -56,7 +59,7 @@ class Ingest:
                 _refuse_conflict(event, outcome, index if len(events) > 1 else None)
         for event, outcome in zip(events, outcomes, strict=True):
             if not outcome.duplicate:
-                INGESTED.labels(event.source, event.type).inc()
+                _ingested(event.source, event.type).inc()
         _log(outcomes)
         return outcomes
 
@@ -66,6 +69,11 @@ class Ingest:
         if planned is None:
             planned = self._plans[key] = plan_deliveries(self.hub, source, event_type)
         return planned
+
+
+@functools.lru_cache(maxsize=1024)  # sources x event types; `labels()` takes a lock each time
+def _ingested(source: str, event_type: str) -> Counter:
+    return INGESTED.labels(source, event_type)
 
 
 def _log(outcomes: list[IngestResult]) -> None:
