@@ -37,6 +37,7 @@ _UNDEFINED = "undefined"
 _BINARY = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 # Keys PHP stores as integers, which advance the next index used by "[]".
 _INT_KEY = re.compile(r"0|[1-9][0-9]{0,17}")
+_DIGITS = frozenset("0123456789")
 
 
 class FormError(MalformedError):
@@ -58,13 +59,13 @@ class _Array(dict[str, Any]):
             key = str(self.next_index)
         else:
             self.explicit = True
-        if _INT_KEY.fullmatch(key):
+        if key[:1] in _DIGITS and _INT_KEY.fullmatch(key):  # most keys are names: no regex
             self.next_index = max(self.next_index, int(key) + 1)
         self[key] = value
 
     def child(self, key: str | None) -> _Array:
         existing = self.get(key) if key is not None else None
-        if isinstance(existing, _Array):
+        if type(existing) is _Array:
             return existing
         created = _Array()  # replaces a scalar: the later field wins
         self.put(key, created)
@@ -99,7 +100,7 @@ def parse_php_form(body: bytes) -> dict[str, Any]:
         for segment in path:
             node, key = node.child(key), segment
         node.put(key, None if value == _UNDEFINED else value)
-    return {key: _finish(value) for key, value in root.items()}
+    return _finish(root) if root else {}
 
 
 def _name(raw: bytes) -> tuple[str, tuple[str | None, ...]]:
@@ -155,10 +156,8 @@ def _split_name(name: str) -> tuple[str, list[str | None]]:
     return base, path
 
 
-def _finish(node: Any) -> Any:
+def _finish(node: _Array) -> Any:
     """Turn the ``_Array`` tree into plain dicts and lists (depth is bounded by MAX_DEPTH)."""
-    if not isinstance(node, _Array):
-        return node
     if node.explicit:
-        return {key: _finish(value) for key, value in node.items()}
-    return [_finish(value) for value in node.values()]
+        return {k: _finish(v) if type(v) is _Array else v for k, v in node.items()}
+    return [_finish(v) if type(v) is _Array else v for v in node.values()]
