@@ -146,7 +146,16 @@ def scrub(obj: Any) -> tuple[Any, list[str]]:
     stack: list[tuple[Any, Any, Any]] = [(obj, root, 0)]
     while stack:
         node, parent, slot = stack.pop()
-        if isinstance(node, Mapping):
+        if type(node) is str:  # the common leaf: ahead of the (slow) abstract-class checks below
+            if parent is None:
+                if node:
+                    found[node] = None
+                continue
+            if _may_hold_credential(node):
+                found.update(dict.fromkeys(credentials_in(node)))
+                node = mask_credentials(node)
+            parent[slot] = node
+        elif type(node) is dict or isinstance(node, Mapping):
             copied: dict[Any, Any] | None = None if parent is None else {}
             if parent is not None:
                 parent[slot] = copied
