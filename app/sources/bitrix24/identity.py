@@ -257,7 +257,9 @@ _EMPTY = object()  # what PHP leaves out of a form: null, and an empty array
 
 
 def _canon(value: Any) -> Any:
-    if isinstance(value, Mapping):
+    if type(value) is str:  # the common leaf, ahead of the (slow) abstract-class check
+        return _EMPTY if value == "undefined" else value
+    if type(value) is dict or isinstance(value, Mapping):
         items = [(str(k), _canon(v)) for k, v in value.items()]
         kept = [(k, v) for k, v in items if v is not _EMPTY]
         if not kept:
@@ -282,7 +284,7 @@ def _at(data: Any, path: str) -> Any:
     """The value at a dotted path (`FIELDS.ID`, `DATA.0.chat.id`); "" is the data itself."""
     node = data
     for part in filter(None, path.split(".")):
-        if isinstance(node, Mapping):
+        if type(node) is dict or isinstance(node, Mapping):
             node = node.get(part)
         elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
             node = node[int(part)]
