@@ -104,7 +104,7 @@ def create_app(settings: Settings) -> FastAPI:
     # Bitrix24's webhook, the hub's busiest path, is served by a plain Starlette route placed first;
     # FastAPI's route stays for the OpenAPI document. The endpoint reads its own body and builds its
     # own reply, so FastAPI's per-request route matching and dependency solving were pure cost
-    # (about 8 % of ingest's CPU, benchmarks/README.md).
+    # (8-20 % of ingest's CPU in alternating in-process runs, benchmarks/README.md).
     app.router.routes.insert(0, _PlainRoute(BITRIX24_PATH, bitrix24_webhook, methods=["POST"]))
     app.include_router(bitrix24_router)
     app.include_router(onec_router)
