@@ -144,7 +144,7 @@ async def phase(
             await rt.close()
     engine = make_engine(settings.require_database_url, pool_size=1)
     async with engine.connect() as conn:
-        counts = dict(
+        counts: dict[str, int] = dict(
             (
                 await conn.execute(text("SELECT status, count(*) FROM deliveries GROUP BY status"))
             ).all()

@@ -170,10 +170,14 @@ def minimal_app() -> FastAPI:
 def bench_app() -> FastAPI:
     """uvicorn factory: the real app (settings from MMHUB_* variables) plus `POST /bench/bare`."""
     from app.hubconfig import HubConfig
+    from app.logs import setup_logging
     from app.main import create_app
     from app.settings import Settings
 
-    app = create_app(Settings(hub=HubConfig.model_validate(HUB_CONFIG)))
+    settings = Settings(hub=HubConfig.model_validate(HUB_CONFIG))
+    # As `mmhub api` runs: JSON log lines at MMHUB_LOG_LEVEL (INFO), one per event accepted.
+    setup_logging(settings.log_level)
+    app = create_app(settings)
     app.add_api_route(BARE_PATH, bare, methods=["POST"], include_in_schema=False)
     # First in line, as the webhook is: at the end FastAPI matched it against every admin and
     # console route first (~200 us per request), which is not what the hub's middleware costs.

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import itertools
 import os
+import sys
 import time
 from typing import Any
 
@@ -112,6 +113,8 @@ def main() -> None:
     parser.add_argument("--path", default=INGEST_PATH)
     parser.add_argument("--minimal", action="store_true", help="the minimal FastAPI app")
     args = parser.parse_args()
+    # The hub logs a JSON line per event, as `mmhub api` does: its cost counts, its text is not shown.
+    sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
     with embedded_database() as (database_url, redis_url):
         os.environ["MMHUB_DATABASE_URL"], os.environ["MMHUB_REDIS_URL"] = database_url, redis_url
         uvloop.run(_run(args))
