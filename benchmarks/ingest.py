@@ -673,7 +673,7 @@ def report(phases: list[PhaseResult], info: dict[str, Any]) -> dict[str, Any]:
     print()
     print(f"mmhub ingest benchmark  {info['when']}")
     print(
-        f"  server: 1 uvicorn worker (uvloop, httptools, log warning, no access log), "
+        f"  server: 1 uvicorn worker (uvloop, httptools, no access log), JSON logs as `mmhub api`, "
         f"ingest_batch_max={info['ingest_batch_max']}, db_pool_size={info['db_pool_size']}"
     )
     pg = info["postgres"]
