@@ -14,6 +14,7 @@ _SECRET_HEADER_WORDS = ("token", "secret", "password", "signature", "api-key", "
 _MASK_BYTES = MASK.encode()
 
 
+@functools.lru_cache(maxsize=512)  # clients send the same few names with every request
 def is_secret_header(name: str) -> bool:
     """Tell whether a request header carries a credential (``Authorization``, ``X-Api-Key``, ``Cookie`` …)."""
     lowered = name.lower()
