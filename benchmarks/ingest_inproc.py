@@ -16,10 +16,10 @@ import argparse
 import asyncio
 import contextlib
 import itertools
+import logging
 import os
-import sys
 import time
-from typing import Any
+from typing import IO, Any
 
 import psutil
 import uvloop
@@ -44,8 +44,13 @@ def _cpu_seconds(process: psutil.Process) -> float:
     return total
 
 
-async def _run(args: argparse.Namespace) -> None:
+async def _run(args: argparse.Namespace, devnull: IO[str]) -> None:
     app: Any = minimal_app() if args.minimal else bench_app()
+    # The hub logs a JSON line per event, as `mmhub api` does: its cost counts, its text is not
+    # shown (errors still reach the terminal through Python's own stderr).
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler):
+            handler.setStream(devnull)
     templates = body_templates()
     ids = itertools.count(int(time.time()) * 1000)
 
@@ -113,11 +118,9 @@ def main() -> None:
     parser.add_argument("--path", default=INGEST_PATH)
     parser.add_argument("--minimal", action="store_true", help="the minimal FastAPI app")
     args = parser.parse_args()
-    # The hub logs a JSON line per event, as `mmhub api` does: its cost counts, its text is not shown.
-    sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
-    with embedded_database() as (database_url, redis_url):
+    with open(os.devnull, "w") as devnull, embedded_database() as (database_url, redis_url):
         os.environ["MMHUB_DATABASE_URL"], os.environ["MMHUB_REDIS_URL"] = database_url, redis_url
-        uvloop.run(_run(args))
+        uvloop.run(_run(args, devnull))
 
 
 if __name__ == "__main__":
