@@ -12,16 +12,14 @@ exception layer), and ingest is measured against a minimal app (benchmarks/READM
 
 from __future__ import annotations
 
-import functools
 import time
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
-from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.telemetry import HTTP_DURATION, HTTP_REQUESTS
+from app.telemetry import HTTP_DURATION, HTTP_REQUESTS, labelled
 from app.tracing import context_from, tracer
 
 _UNMATCHED = "unmatched"  # 404s of scanners must not each make a series
@@ -64,15 +62,9 @@ class HttpTelemetry:
             route = scope.get("route")
             template = getattr(route, "path", None) or _UNMATCHED
             _end_span(span, method, template, status)
-            requests, durations = _series(method, template, status)
-            requests.inc()
-            durations.observe(time.perf_counter() - started)
-
-
-@functools.lru_cache(maxsize=1024)  # routes x methods x statuses; `labels()` takes a lock each time
-def _series(method: str, template: str, status: int) -> tuple[Counter, Histogram]:
-    labels = (method, template, str(status))
-    return HTTP_REQUESTS.labels(*labels), HTTP_DURATION.labels(*labels)
+            labels = (method, template, str(status))
+            labelled(HTTP_REQUESTS, *labels).inc()
+            labelled(HTTP_DURATION, *labels).observe(time.perf_counter() - started)
 
 
 def _caller_context(scope: Scope) -> otel_context.Context | None:

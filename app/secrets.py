@@ -146,10 +146,10 @@ def scrub(obj: Any) -> tuple[Any, list[str]]:
     stack: list[tuple[Any, Any, Any]] = [(obj, root, 0)]
     while stack:
         node, parent, slot = stack.pop()
-        if type(node) is str:  # the common leaf: ahead of the (slow) abstract-class checks below
+        if isinstance(node, str):  # the common leaf: ahead of the (slow) abstract-class check
             if parent is None:
-                if node:
-                    found[node] = None
+                if text := str(node):
+                    found[text] = None
                 continue
             if _may_hold_credential(node):
                 found.update(dict.fromkeys(credentials_in(node)))
@@ -173,15 +173,8 @@ def scrub(obj: Any) -> tuple[Any, list[str]]:
             parent[slot] = items
             stack.extend((value, items, index) for index, value in enumerate(node))
         elif parent is None:
-            if isinstance(node, (str, int, float)) and not isinstance(node, bool):
-                text = str(node)
-                if text:
-                    found[text] = None
-        elif isinstance(node, str):
-            if _may_hold_credential(node):
-                found.update(dict.fromkeys(credentials_in(node)))
-                node = mask_credentials(node)
-            parent[slot] = node
+            if isinstance(node, (int, float)) and not isinstance(node, bool):
+                found[str(node)] = None
         else:
             parent[slot] = node
     return root[0], list(found)

@@ -11,8 +11,13 @@ seconds (`dispatch.gauges`), never per scrape: a scrape only reads the last snap
 
 from __future__ import annotations
 
+import functools
+from typing import TypeVar, cast
+
 from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.metrics import MetricWrapperBase
+
+M = TypeVar("M", bound=MetricWrapperBase)
 
 # `*_created` series double every counter's output and no dashboard or alert reads them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -87,6 +92,17 @@ CIRCUIT_OPEN = Gauge(
 TARGET_PAUSED = Gauge(
     "mmhub_target_paused", "1 while an operator holds the target (the relay's)", ["target"]
 )
+
+
+def labelled(metric: M, *labels: str) -> M:
+    """`metric.labels(*labels)`, looked up once per label set: `labels()` takes a lock and builds
+    its key on every call, which the ingest path paid on every request."""
+    return cast(M, _labelled(metric, labels))
+
+
+@functools.lru_cache(maxsize=4096)  # routes x statuses, sources x event types: a few hundred
+def _labelled(metric: MetricWrapperBase, labels: tuple[str, ...]) -> MetricWrapperBase:
+    return metric.labels(*labels)
 
 
 _SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "gauge": ("",)}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 
 from fastapi import Request
-from starlette.requests import ClientDisconnect
 
 from app.errors import PayloadTooLarge, RequestTimeout
 from app.settings import Settings
@@ -19,28 +18,19 @@ async def read_body(request: Request) -> bytes:
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"the body is {declared} bytes; the limit is {limit}")
-    # The ASGI messages themselves rather than Starlette's `request.stream()`: a webhook's body
-    # is usually one message, and the generator's machinery was a visible share of ingest's CPU.
-    receive = request.receive
     chunks: list[bytes] = []
     size = 0
     seconds = settings.body_timeout.total_seconds()
     try:
         async with asyncio.timeout(seconds):
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    raise ClientDisconnect()
-                chunk: bytes = message.get("body", b"")
+            async for chunk in request.stream():
                 size += len(chunk)
                 if size > limit:
                     raise PayloadTooLarge(f"the body exceeds the limit of {limit} bytes")
                 chunks.append(chunk)
-                if not message.get("more_body", False):
-                    break
     except TimeoutError:
         raise RequestTimeout(f"the body did not arrive within {seconds:g} s") from None
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    return b"".join(chunks)
 
 
 def media_type(request: Request) -> tuple[str, str | None]:

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Sequence
-
-from prometheus_client import Counter
 
 from app.errors import Conflict
 from app.hubconfig import HubConfig
@@ -15,7 +12,7 @@ from app.ingest.model import IngestResult, NewEvent, PlannedDelivery
 from app.ingest.routing import plan_deliveries
 from app.ingest.spool import Spool
 from app.logs import bind
-from app.telemetry import IDEMPOTENCY_CONFLICTS, INGESTED
+from app.telemetry import IDEMPOTENCY_CONFLICTS, INGESTED, labelled
 from app.tracing import traceparent
 
 log = logging.getLogger(__name__)
@@ -59,7 +56,7 @@ class Ingest:
                 _refuse_conflict(event, outcome, index if len(events) > 1 else None)
         for event, outcome in zip(events, outcomes, strict=True):
             if not outcome.duplicate:
-                _ingested(event.source, event.type).inc()
+                labelled(INGESTED, event.source, event.type).inc()
         _log(outcomes)
         return outcomes
 
@@ -69,11 +66,6 @@ class Ingest:
         if planned is None:
             planned = self._plans[key] = plan_deliveries(self.hub, source, event_type)
         return planned
-
-
-@functools.lru_cache(maxsize=1024)  # sources x event types; `labels()` takes a lock each time
-def _ingested(source: str, event_type: str) -> Counter:
-    return INGESTED.labels(source, event_type)
 
 
 def _log(outcomes: list[IngestResult]) -> None:

@@ -257,8 +257,9 @@ _EMPTY = object()  # what PHP leaves out of a form: null, and an empty array
 
 
 def _canon(value: Any) -> Any:
-    if type(value) is str:  # the common leaf, ahead of the (slow) abstract-class check
-        return _EMPTY if value == "undefined" else value
+    if isinstance(value, str):  # the common leaf, ahead of the (slow) abstract-class check
+        # the form parser reads Bitrix24's literal `undefined` as null; JSON bodies send it as text
+        return _EMPTY if value == "undefined" else str(value)
     if type(value) is dict or isinstance(value, Mapping):
         items = [(str(k), _canon(v)) for k, v in value.items()]
         kept = [(k, v) for k, v in items if v is not _EMPTY]
@@ -269,9 +270,7 @@ def _canon(value: Any) -> Any:
         return dict(kept)
     if isinstance(value, (list, tuple)):
         return _canon(dict(enumerate(value)))
-    if (
-        value is None or value == "undefined"
-    ):  # the form parser reads Bitrix24's literal `undefined` as null
+    if value is None:
         return _EMPTY
     if isinstance(value, bool):
         return "1" if value else "0"
