@@ -82,7 +82,7 @@ class _PlainRoute(Route):
 
 def create_app(settings: Settings) -> FastAPI:
     """The hub's HTTP app for these settings."""
-    setup_tracing("mmhub-api", export_in_child=True)
+    setup_tracing("mmhub-api")
     app = FastAPI(
         title="mmhub",
         summary="MasterMobile webhook hub",

@@ -20,24 +20,24 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 tracer = trace.get_tracer("mmhub")
 _propagator = TraceContextTextMapPropagator()
 _ENDPOINTS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-# The API's spans leave in batches of this many (the SDK's default is 512) unless
+# Spans leave in batches of this many (the SDK's default is 512) unless
 # OTEL_BSP_MAX_EXPORT_BATCH_SIZE says otherwise: the export thread holds the GIL while it flattens a
 # batch, ~8 ms for 512 spans, during which no request in flight moves; 64 take ~1 ms.
-_API_EXPORT_BATCH = 64
+_EXPORT_BATCH = 64
 _provider: TracerProvider | None = None
 
 
-def setup_tracing(service: str, *, export_in_child: bool = False) -> TracerProvider:
+def setup_tracing(service: str) -> TracerProvider:
     """Install this process's tracer provider once; `service` unless OTEL_SERVICE_NAME says else.
 
-    `export_in_child`: encode and send the spans in a child process (app.span_export), for the API,
-    whose event loop must not wait for the exporter's thread.
+    Spans are encoded and sent by a child process (app.span_export): an event loop must not wait
+    for an exporter thread that holds the GIL while it encodes.
     """
     global _provider
     if _provider is not None:
@@ -45,19 +45,11 @@ def setup_tracing(service: str, *, export_in_child: bool = False) -> TracerProvi
     attributes = {} if os.environ.get("OTEL_SERVICE_NAME") else {SERVICE_NAME: service}
     provider = TracerProvider(resource=Resource.create(attributes))  # sampler from OTEL_TRACES_*
     if any(os.environ.get(name) for name in _ENDPOINTS):
-        exporter: SpanExporter
-        batch_size = None  # the SDK's default, or OTEL_BSP_MAX_EXPORT_BATCH_SIZE
-        if export_in_child:
-            from app.span_export import ChildProcessExporter
+        from app.span_export import ChildProcessExporter
 
-            exporter = ChildProcessExporter()
-            if not os.environ.get("OTEL_BSP_MAX_EXPORT_BATCH_SIZE"):
-                batch_size = _API_EXPORT_BATCH
-        else:
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-            exporter = OTLPSpanExporter()
-        provider.add_span_processor(BatchSpanProcessor(exporter, max_export_batch_size=batch_size))
+        batch_size = None if os.environ.get("OTEL_BSP_MAX_EXPORT_BATCH_SIZE") else _EXPORT_BATCH
+        processor = BatchSpanProcessor(ChildProcessExporter(), max_export_batch_size=batch_size)
+        provider.add_span_processor(processor)
     trace.set_tracer_provider(provider)  # its atexit hook exports what is still buffered
     _provider = provider
     return provider

@@ -298,9 +298,8 @@ class CpuMeter:
         return total
 
     def _sample(self) -> dict[str, float]:
-        sample = {
-            name: self._cpu(proc, tree=name == "postgres") for name, proc in self._groups.items()
-        }
+        # With their children: PostgreSQL's backends, each role's span export process.
+        sample = {name: self._cpu(proc, tree=True) for name, proc in self._groups.items()}
         sample["bench"] = self._cpu(psutil.Process(), tree=False)
         machine = psutil.cpu_times()
         sample["busy"] = (
@@ -690,7 +689,7 @@ def start_profiler(out: Path, pid: int, logs: Path) -> subprocess.Popen[bytes]:
         raise RuntimeError(
             "--profile needs py-spy: uv run --with py-spy python -m benchmarks.dispatch"
         )
-    fmt = "speedscope" if out.suffix == ".json" else "flamegraph"
+    fmt = {".json": "speedscope", ".txt": "raw"}.get(out.suffix, "flamegraph")
     cmd = [spy, "record", "--pid", str(pid), "--rate", "250", "--format", fmt, "--output", str(out)]
     with open(logs / "py-spy.log", "ab") as log:
         return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)

@@ -12,7 +12,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, Sp
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from app.span_export import ChildProcessExporter, _flatten, _rebuild
+from app.span_export import ChildProcessExporter, _flatten, _rebuild, encode_request
 from tests.observe.otlp_receiver import OtlpReceiver
 
 CALLER = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -52,6 +52,19 @@ def test_a_rebuilt_span_encodes_exactly_as_the_original() -> None:
     rebuilt = [_rebuild(_flatten(span, 0), resources) for span in spans]
     assert encode_spans(rebuilt) == encode_spans(spans)
     assert [s.name for s in rebuilt] == ["ingest group commit", "POST /webhooks/bitrix24"]
+
+
+def test_the_child_encodes_flat_spans_as_the_sdk_encodes_the_spans() -> None:
+    spans = _some_spans()
+    other = Resource.create({"service.name": "mmhub-worker"})
+    spans.append(_rebuild(_flatten(spans[0], 0), [other]))  # a second resource: its own group
+    resources = [(dict(r.attributes), r.schema_url) for r in (spans[0].resource, other)]
+    flat = [_flatten(span, 1 if span.resource is other else 0) for span in spans]
+    encoded = encode_request(resources, flat)
+    assert encoded == encode_spans(spans)
+    assert [len(group.scope_spans[0].spans) for group in encoded.resource_spans] == [2, 1]
+    again = encode_request(resources, flat)  # the cached attribute pairs are copied, not moved
+    assert again == encoded
 
 
 async def test_the_child_process_exports_every_span_to_the_endpoint() -> None:
