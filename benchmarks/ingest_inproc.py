@@ -1,13 +1,16 @@
 """CPU per ingest request of the real app, driven in-process: no uvicorn, no sockets, no load generator.
 
-    uv run python -m benchmarks.ingest_inproc [--requests 10000] [--concurrency 64] [--path /bench/bare]
+    uv run python -m benchmarks.ingest_inproc [--requests 10000] [--concurrency 64 | --rate 600]
+                                              [--path /bench/bare] [--minimal]
 
 `make bench-ingest` measures the served hub, whose figures move with everything else on the
 machine; this calls `benchmarks.common:bench_app` (or `minimal_app`, `--minimal`) as an ASGI app
 from concurrent tasks, on a durable embedded PostgreSQL 16 and Valkey, and prints the CPU time of
 this process and its span export child per request (the database's is not counted). Run it with and without
 `OTEL_EXPORTER_OTLP_ENDPOINT` or with `OTEL_SDK_DISABLED=true`, alternating, to see what a part of
-the request costs (benchmarks/README.md, "Where the ingest CPU goes").
+the request costs (benchmarks/README.md, "Where the ingest CPU goes"). `--rate` starts requests on
+a clock instead (open loop, as senders do), e.g. at half the max rate, where the CPU per request is
+higher than at full load.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import itertools
 import logging
 import os
 import time
+from collections.abc import Awaitable, Callable
 from typing import IO, Any
 
 import psutil
@@ -94,27 +98,73 @@ async def _run(args: argparse.Namespace, devnull: IO[str]) -> None:
             raise RuntimeError(f"{args.path} answered {statuses}")
 
     async with app.router.lifespan_context(app):
-        gate = asyncio.Semaphore(args.concurrency)
-
-        async def guarded() -> None:
-            async with gate:
-                await one()
-
-        await asyncio.gather(*(guarded() for _ in range(500)))  # warm-up
+        if args.rate:
+            await _open_loop(one, args.rate, 2.0)  # warm-up
+            measured = _open_loop(one, args.rate, args.requests / args.rate)
+        else:
+            await _closed_loop(one, args.concurrency, 500)  # warm-up
+            measured = _closed_loop(one, args.concurrency, args.requests)
         me = psutil.Process()
         cpu, wall = _cpu_seconds(me), time.perf_counter()
-        await asyncio.gather(*(guarded() for _ in range(args.requests)))
+        latencies = await measured
         cpu, wall = _cpu_seconds(me) - cpu, time.perf_counter() - wall
+    latencies.sort()
+    count = len(latencies)
     print(
-        f"{args.path}: {args.requests / wall:,.0f} requests/s, "
-        f"CPU {cpu / args.requests * 1e6:,.0f} us per request"
+        f"{args.path}: {count / wall:,.0f} requests/s, "
+        f"CPU {cpu / count * 1e6:,.0f} us per request, "
+        f"latency p50 {latencies[count // 2] * 1e3:.1f} p99 {latencies[int(count * 0.99)] * 1e3:.1f} ms"
     )
+
+
+async def _closed_loop(
+    one: Callable[[], Awaitable[None]], concurrency: int, count: int
+) -> list[float]:
+    """`count` requests, `concurrency` in flight at any time; each one's latency."""
+    gate = asyncio.Semaphore(concurrency)
+    latencies: list[float] = []
+
+    async def guarded() -> None:
+        async with gate:
+            started = time.perf_counter()
+            await one()
+            latencies.append(time.perf_counter() - started)
+
+    await asyncio.gather(*(guarded() for _ in range(count)))
+    return latencies
+
+
+async def _open_loop(
+    one: Callable[[], Awaitable[None]], rate: float, seconds: float
+) -> list[float]:
+    """Requests started at `rate` per second for `seconds`, whatever the replies do (as senders
+    do); each one's latency from the time it was due."""
+    latencies: list[float] = []
+
+    async def timed(due: float) -> None:
+        await one()
+        latencies.append(time.perf_counter() - due)
+
+    tasks: list[asyncio.Task[None]] = []
+    start, total = time.perf_counter() + 0.01, int(rate * seconds)
+    while len(tasks) < total:
+        now = time.perf_counter()
+        while len(tasks) < total and (due := start + len(tasks) / rate) <= now:
+            tasks.append(asyncio.create_task(timed(due)))
+        await asyncio.sleep(max(start + len(tasks) / rate - time.perf_counter(), 0.0005))
+    await asyncio.gather(*tasks)
+    return latencies
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument(
+        "--rate",
+        type=float,
+        help="requests started at this rate (open loop) instead of --concurrency",
+    )
     parser.add_argument("--path", default=INGEST_PATH)
     parser.add_argument("--minimal", action="store_true", help="the minimal FastAPI app")
     args = parser.parse_args()
