@@ -67,6 +67,17 @@ def test_the_child_encodes_flat_spans_as_the_sdk_encodes_the_spans() -> None:
     assert again == encoded
 
 
+def test_attribute_values_that_compare_equal_keep_their_types() -> None:
+    kept = _Kept()
+    provider = TracerProvider(resource=Resource.create({"service.name": "mmhub-api"}))
+    provider.add_span_processor(SimpleSpanProcessor(kept))
+    for value in [1, True, 1.0, "1", (1,), (True,), (1.0,)]:
+        provider.get_tracer("mmhub").start_span("x", attributes={"v": value}).end()
+    resources = [(dict(kept.spans[0].resource.attributes), kept.spans[0].resource.schema_url)]
+    for span in kept.spans:  # one at a time: a cache must not hand back an equal value's encoding
+        assert encode_request(resources, [_flatten(span, 0)]) == encode_spans([span])
+
+
 async def test_the_child_process_exports_every_span_to_the_endpoint() -> None:
     spans = _some_spans()
     async with OtlpReceiver() as receiver:
