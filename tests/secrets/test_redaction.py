@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from app.ingest.scrub import mask_secrets, safe_headers
@@ -191,5 +191,13 @@ _JSON = st.recursive(
 
 
 @given(_JSON)
+@example({"token": {"id": "abc", "n": 5}})  # ordinary keys inside a secret: all of it is secret
 def test_scrub_is_redact_and_secret_values_in_one_walk(value: object) -> None:
     assert scrub(value) == (redact(value), secret_values(value))
+
+
+def test_everything_under_a_secret_key_is_a_secret_whatever_its_own_keys() -> None:
+    payload = {"token": {"id": "abc", "n": 5, "list": ["q", {"deep": "zzzz"}]}, "v": "ok"}
+    stored, secrets = scrub(payload)
+    assert stored == {"v": "ok"}
+    assert sorted(secrets) == ["5", "abc", "q", "zzzz"]

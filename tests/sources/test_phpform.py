@@ -138,6 +138,8 @@ def test_every_bitrix24_fixture_is_covered() -> None:
         (b"a[x][]=1&a[x][]=2&a[y]=3", {"a": {"x": ["1", "2"], "y": "3"}}),
         (b"a[]=1&a[x]=2", {"a": {"0": "1", "x": "2"}}),  # an explicit key makes it a dict
         (b"a[5]=x&a[]=y", {"a": {"5": "x", "6": "y"}}),  # [] takes PHP's next free index
+        (b"a[10]=x&a[]=y", {"a": {"10": "x", "11": "y"}}),  # after a key of two digits too
+        (b"a[][]=1&a[][]=2", {"a": [["1"], ["2"]]}),  # lists in a list are lists, not dicts
         (b"a[x]=1&a[]=2", {"a": {"x": "1", "0": "2"}}),
         (b"a[]=1&a[0]=2", {"a": {"0": "2"}}),
         (b"a[ ]=1", {"a": {" ": "1"}}),
