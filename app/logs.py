@@ -51,6 +51,10 @@ def setup_logging(level: str = "INFO") -> None:
         )
     )
     handler.addFilter(_ContextFilter())
+    # The lines name no source line, thread or process: skip collecting them for every record
+    # (the logging HOWTO's "Optimization" section; ~6 of ~29 µs per line).
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
