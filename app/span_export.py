@@ -277,10 +277,15 @@ def _flags(context: _Context | None) -> int:
 
 
 def _key_values(attributes: dict[str, Any]) -> list[KeyValue]:
-    return [
-        _key_value(key, value) if type(value) in _CACHED else _new_key_value(key, value)
-        for key, value in attributes.items()
-    ]
+    values = []
+    for key, value in attributes.items():
+        try:
+            values.append(
+                _key_value(key, value) if type(value) in _CACHED else _new_key_value(key, value)
+            )
+        except (ValueError, TypeError) as exc:  # an integer over 64 bits: left out, as the SDK does
+            log.warning("span attribute %r left out: %s", key, exc)
+    return values
 
 
 # Scalars only, and typed: 1, 1.0 and True are equal keys to a plain cache, and a tuple's items'
@@ -345,7 +350,10 @@ def main() -> None:
                 continue
             _, resource_list, flat = frame
             if send is not None:  # it logs a failed export itself
-                send(encode_request(resource_list, flat).SerializeToString())
+                try:
+                    send(encode_request(resource_list, flat).SerializeToString())
+                except Exception:  # one bad batch must not stop the export of the next ones
+                    log.exception("a batch of %d spans could not be exported", len(flat))
                 continue
             resources = [
                 Resource(attributes, schema_url) for attributes, schema_url in resource_list
