@@ -43,7 +43,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.trace.span import TraceState
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("app.span_export")  # also in the child, where __name__ is __main__
 
 _LENGTH = struct.Struct(">I")
 _FLUSHED = b"F"
@@ -332,7 +332,9 @@ def main() -> None:
     """Export what the parent sends until it closes the pipe."""
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-    logging.basicConfig(level=logging.WARNING)
+    from app.logs import setup_logging
+
+    setup_logging("WARNING")  # JSON lines on stderr, as the role that started it writes
     # Ctrl-C reaches the whole process group: the parent closes the pipe when it stops, and what
     # it had sent is still exported.
     signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 
+import pytest
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -102,3 +104,26 @@ async def test_the_child_process_exports_every_span_to_the_endpoint() -> None:
     assert server.parent_span_id == "b7ad6b7169203331"
     assert (commit.parent_span_id, commit.links) == (server.span_id, (server.span_id,))
     assert commit.attributes["n"] == 3
+
+
+async def test_the_child_logs_json_lines_and_exports_what_it_can(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    kept = _Kept()
+    provider = TracerProvider(resource=Resource.create({"service.name": "mmhub-worker"}))
+    provider.add_span_processor(SimpleSpanProcessor(kept))
+    provider.get_tracer("mmhub").start_span("POST", attributes={"big": 2**70, "k": 1}).end()
+    async with OtlpReceiver() as receiver:
+        os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = receiver.endpoint
+        try:
+            exporter = ChildProcessExporter()
+            assert exporter.export(kept.spans) is SpanExportResult.SUCCESS
+            assert await asyncio.to_thread(exporter.force_flush, 30_000)
+            await asyncio.to_thread(exporter.shutdown, 30_000)
+        finally:
+            del os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"]
+    [span] = receiver.spans
+    assert span.attributes == {"k": 1}
+    lines = [json.loads(line) for line in capfd.readouterr().err.splitlines() if line.strip()]
+    assert [(line["level"], line["logger"]) for line in lines] == [("WARNING", "app.span_export")]
+    assert "'big' left out" in lines[0]["message"]
