@@ -30,6 +30,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from typing import IO, Any
 
@@ -48,15 +49,23 @@ log = logging.getLogger("app.span_export")  # also in the child, where __name__ 
 _LENGTH = struct.Struct(">I")
 _FLUSHED = b"F"
 _Context = tuple[int, int, bool, int, list[tuple[str, str]] | None]
+_CHILD = (sys.executable, "-m", "app.span_export")
+# A child that exits sooner than this after its start is failing (a broken install, say), not done:
+# no other is started for _REST seconds, so that a role does not start a process for every batch.
+_YOUNG = 10.0
+_REST = 30.0
 
 
 class ChildProcessExporter(SpanExporter):
     """Sends batches of spans to a child process that exports them over OTLP/HTTP."""
 
-    def __init__(self) -> None:
+    def __init__(self, command: Sequence[str] = _CHILD) -> None:
+        self._command = list(command)
         self._lock = threading.Lock()  # one writer at a time: the processor's thread, a flush
         self._child: subprocess.Popen[bytes] | None = None
         self._pid = 0  # the process that started the child (a fork must start its own)
+        self._started = 0.0  # when the child started (time.monotonic)
+        self._resting_until = 0.0  # no new child before this, after one exited young
         self._stopped = False
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
@@ -80,7 +89,9 @@ class ChildProcessExporter(SpanExporter):
                     return SpanExportResult.SUCCESS
                 except (OSError, ValueError):
                     self._reap()
-        log.warning("the span export process is not running; %d spans dropped", len(spans))
+            resting = time.monotonic() < self._resting_until
+        if not resting:  # a rest is announced once, when it begins
+            log.warning("the span export process is not running; %d spans dropped", len(spans))
         return SpanExportResult.FAILURE
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
@@ -113,25 +124,37 @@ class ChildProcessExporter(SpanExporter):
 
     def _running(self) -> subprocess.Popen[bytes]:
         child = self._child
-        if child is not None and self._pid == os.getpid() and child.poll() is None:
-            return child
+        if child is not None and self._pid == os.getpid():
+            if child.poll() is None:
+                return child
+            self._reap()
+        if time.monotonic() < self._resting_until:
+            raise OSError("no span export process while resting")
         self._child = subprocess.Popen(
-            [sys.executable, "-m", "app.span_export"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            close_fds=True,
+            self._command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True
         )
-        self._pid = os.getpid()
+        self._pid, self._started = os.getpid(), time.monotonic()
         return self._child
 
     def _reap(self) -> None:
         child, self._child = self._child, None
-        if child is not None and self._pid == os.getpid():
-            with contextlib.suppress(OSError, ValueError):
-                assert child.stdin is not None
-                child.stdin.close()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                child.wait(1)
+        if child is None or self._pid != os.getpid():
+            return
+        with contextlib.suppress(OSError, ValueError):
+            assert child.stdin is not None
+            child.stdin.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.wait(1)
+        lived = time.monotonic() - self._started
+        if lived < _YOUNG:
+            self._resting_until = time.monotonic() + _REST
+            log.warning(
+                "the span export process exited %.1f s after it started (status %s): "
+                "spans are dropped for the next %d s",
+                lived,
+                child.returncode,
+                _REST,
+            )
 
 
 def _write(pipe: IO[bytes] | None, frame: bytes) -> None:

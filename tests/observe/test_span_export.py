@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sys
+import time
+from pathlib import Path
 
 import pytest
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
@@ -127,3 +130,20 @@ async def test_the_child_logs_json_lines_and_exports_what_it_can(
     lines = [json.loads(line) for line in capfd.readouterr().err.splitlines() if line.strip()]
     assert [(line["level"], line["logger"]) for line in lines] == [("WARNING", "app.span_export")]
     assert "'big' left out" in lines[0]["message"]
+
+
+def test_a_child_that_keeps_exiting_is_not_restarted_for_every_batch(tmp_path: Path) -> None:
+    starts = tmp_path / "starts"
+    # A child that fails at once (a broken install, say), noting each start.
+    failing = [sys.executable, "-c", f"open({str(starts)!r}, 'a').write('x')"]
+    exporter = ChildProcessExporter(command=failing)
+    spans = _some_spans()
+    exporter.export(spans)  # starts it; the frame may still fit in the pipe before it exits
+    deadline = time.monotonic() + 10
+    while exporter._child is not None and exporter._child.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    for _ in range(5):  # batches while it rests: dropped, nothing started
+        assert exporter.export(spans) is SpanExportResult.FAILURE
+    assert starts.read_text() == "x"
+    exporter.shutdown()
