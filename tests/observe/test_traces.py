@@ -52,8 +52,14 @@ async def test_one_trace_from_the_webhook_to_the_target(
         def spans(name: str) -> list[ReceivedSpan]:
             return [s for s in receiver.spans if s.name == name and s.trace_id == CALLER_TRACE]
 
-        async def exported() -> bool:
-            return bool(spans("POST") and spans("POST /webhooks/bitrix24"))
+        async def exported() -> bool:  # each role's spans leave through its own child process
+            attempts, linked = spans("POST"), {s.span_id for s in receiver.spans}
+            return bool(
+                attempts
+                and spans("POST /webhooks/bitrix24")
+                and spans("ingest group commit")
+                and linked.intersection(attempts[0].links)
+            )
 
         await eventually(exported, seconds=30)
 
