@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,6 +17,8 @@ import pytest
 import yaml
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from rq import Queue, Worker
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -23,6 +26,7 @@ from app.settings import Settings
 from dispatch.handover import KEY, drain_and_hand_over
 from dispatch.relay import relay_once
 from dispatch.runtime import Runtime
+from dispatch.worker import HubWorker
 from tests.dispatch.harness import deal, deliveries, eventually, hub_with_target, ingest
 from tests.fake_target import FakeTarget
 from tests.http_app import running_app
@@ -130,3 +134,21 @@ async def _received(fake: FakeTarget) -> bool:
 
 async def _key_gone(redis: Redis) -> bool:
     return await redis.exists(KEY.format("erp")) == 0
+
+
+def test_a_worker_between_jobs_waits_out_a_redis_outage_instead_of_quitting(
+    urls: tuple[str, str],
+) -> None:
+    # RQ's work loop quit ("found an unhandled exception") when one of these met a closed
+    # connection; `make soak` lost a worker that way when it killed Valkey.
+    live = SyncRedis.from_url(urls[1])
+    worker = HubWorker([Queue("mmhub-outage", connection=live)], connection=live)
+    with socket.socket() as probe:  # a port nothing listens on: Redis is gone
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    worker.connection = SyncRedis(host="127.0.0.1", port=port, retry=Retry(NoBackoff(), 0))
+    worker.check_for_suspension(burst=False)
+    worker.set_state("idle")
+    worker.heartbeat()
+    assert worker.get_state() == "idle"
+    live.close()
