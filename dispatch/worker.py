@@ -34,7 +34,7 @@ class HubWorker(SimpleWorker):
     which comes every WORKER_TTL - 15 seconds while idle.
 
     RQ also quits its work loop when Redis goes away between two jobs (checking for `rq suspend`,
-    its state, its heartbeat) or while it books a job's end (`make soak` killed a worker that way in
+    its state, its heartbeat) or while it books a job's end (`make soak` lost a worker that way in
     most runs). None of that bookkeeping matters to deliveries, whose state is in PostgreSQL (the
     relay enqueues a target's drain again), so here a lost connection there is logged and the loop
     goes on to its dequeue, which waits for Redis to come back.
