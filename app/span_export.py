@@ -34,8 +34,9 @@ import time
 from collections.abc import Sequence
 from typing import IO, Any
 
+from opentelemetry.exporter.otlp.proto.common._internal import _encode_value
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue
+from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
@@ -306,7 +307,7 @@ def _key_values(attributes: dict[str, Any]) -> list[KeyValue]:
             values.append(
                 _key_value(key, value) if type(value) in _CACHED else _new_key_value(key, value)
             )
-        except (ValueError, TypeError) as exc:  # an integer over 64 bits: left out, as the SDK does
+        except Exception as exc:  # e.g. an integer over 64 bits: left out, as the SDK does
             log.warning("span attribute %r left out: %s", key, exc)
     return values
 
@@ -317,27 +318,11 @@ _CACHED = frozenset({str, int, float, bool})
 
 
 def _new_key_value(key: str, value: Any) -> KeyValue:
-    return KeyValue(key=key, value=_any_value(value))
+    return KeyValue(key=key, value=_encode_value(value))  # the SDK encoder's own value mapping
 
 
 # Most attributes repeat (method, route, target, status): each such pair is built once.
 _key_value = functools.lru_cache(maxsize=1024, typed=True)(_new_key_value)
-
-
-def _any_value(value: Any) -> AnyValue:
-    if isinstance(value, bool):
-        return AnyValue(bool_value=value)
-    if isinstance(value, str):
-        return AnyValue(string_value=value)
-    if isinstance(value, int):
-        return AnyValue(int_value=value)
-    if isinstance(value, float):
-        return AnyValue(double_value=value)
-    if isinstance(value, bytes):
-        return AnyValue(bytes_value=value)
-    if isinstance(value, Sequence):
-        return AnyValue(array_value=ArrayValue(values=[_any_value(v) for v in value]))
-    return AnyValue()  # None; the SDK keeps no other type in attributes
 
 
 # --- the child ------------------------------------------------------------------------------------

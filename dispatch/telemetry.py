@@ -15,7 +15,14 @@ from datetime import datetime
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from app.telemetry import DEAD, DELIVERY_ATTEMPTS, DELIVERY_DURATION, EVENT_TO_DELIVERY, SUPPRESSED
+from app.telemetry import (
+    DEAD,
+    DELIVERY_ATTEMPTS,
+    DELIVERY_DURATION,
+    EVENT_TO_DELIVERY,
+    SUPPRESSED,
+    labelled,
+)
 from app.tracing import context_from, tracer
 from dispatch.targets.base import AttemptResult
 
@@ -56,8 +63,8 @@ def attempt_span(
 def record_attempt(span: trace.Span, target: str, result: AttemptResult) -> None:
     """Count the attempt, time it, and describe it on its span."""
     status = str(result.http_status) if result.http_status else (result.error_class or "none")
-    DELIVERY_ATTEMPTS.labels(target, result.outcome, status).inc()
-    DELIVERY_DURATION.labels(target).observe(result.duration_ms / 1000)
+    labelled(DELIVERY_ATTEMPTS, target, result.outcome, status).inc()
+    labelled(DELIVERY_DURATION, target).observe(result.duration_ms / 1000)
     if not span.is_recording():
         return
     span.set_attribute("mmhub.outcome", result.outcome)
@@ -71,7 +78,7 @@ def record_attempt(span: trace.Span, target: str, result: AttemptResult) -> None
 def record_settled(target: str, state: str, received_at: datetime, now: datetime) -> None:
     """A delivery reached `delivered` (its end-to-end time counts) or `dead` (it counts)."""
     if state == "delivered":
-        EVENT_TO_DELIVERY.labels(target).observe(max((now - received_at).total_seconds(), 0.0))
+        labelled(EVENT_TO_DELIVERY, target).observe(max((now - received_at).total_seconds(), 0.0))
     elif state == "dead":
         DEAD.labels(target).inc()
     elif state == "suppressed":
