@@ -5,19 +5,24 @@
 One run starts a durable (fsync on) embedded PostgreSQL 16 and Valkey in a throwaway folder, migrates
 it, and serves `benchmarks.common:bench_app` (the real app with the fixture portals, plus
 `POST /bench/bare`) under uvicorn in a separate process: one worker, uvloop, httptools, log level
-warning, no access log. Then three phases, each after a short warm-up:
+warning, no access log. Six phases, each after a short warm-up:
 
-1. the bare route at the maximum rate (closed loop: `--connections` keep-alive connections);
-2. Bitrix24 ingest at the maximum rate (same load generator, same connections);
-3. ingest at a fixed arrival rate of half the rate measured in (2) (open loop).
+1. the minimal FastAPI app (`benchmarks.common:minimal_app`, same uvicorn settings) at the maximum
+   rate (closed loop: `--connections` keep-alive connections), then
+2. at a fixed arrival rate of half of that (open loop);
+3. the hub's bare route at the maximum rate;
+4. Bitrix24 ingest at the maximum rate (same load generator, same connections);
+5. ingest at a fixed arrival rate of half the rate measured in (4) (open loop);
+6. the minimal app again at the rate of (5): the platform's CPU per request at that rate.
 
 Every request posts one of the Bitrix24 fixture bodies with its record id and `ts` replaced, so each
 is a new event with a valid token. After each ingest phase the rows in `events` must equal the 200
 replies counted, and non-200 replies and socket errors are counted and reported.
 
-Load generators: phases 1 and 2 use `wrk` (Debian package; installed with apt-get when missing and
-running as root) with a generated Lua script; `--client python` or a missing wrk uses the built-in
-asyncio client instead. Phase 3 always uses the built-in open-loop client: wrk has no fixed-rate mode
+Load generators: the max-rate phases (1, 3, 4) use `wrk` (Debian package; installed with apt-get
+when missing and running as root) with a generated Lua script; `--client python` or a missing wrk
+uses the built-in asyncio client instead. The fixed-rate phases (2, 5, 6) always use the built-in
+open-loop client: wrk has no fixed-rate mode
 (wrk2 is not in Debian), and a per-connection delay would hide queueing (coordinated omission). Its
 latency is measured from each request's *scheduled* send time, so waiting for a free connection or a
 late client counts against the server, never in its favour.
@@ -44,7 +49,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -583,12 +588,12 @@ class Bench:
     def run(self) -> list[PhaseResult]:
         args = self.args
         runs = f"warm-up {args.warmup:g}s, run {args.duration:g}s"
-        say(f"[2/4] bare route {BARE_PATH} of the hub's app, max rate: {runs}")
+        say(f"[2/5] bare route {BARE_PATH} of the hub's app, max rate: {runs}")
         wait_for_quiet(args.quiet_wait)
         self.closed("warm-up", BARE_PATH, args.warmup)
         bare = self.closed("bare route, max rate", BARE_PATH, args.duration, profile="bare")
 
-        say(f"[3/4] ingest {INGEST_PATH}, max rate: {runs}")
+        say(f"[3/5] ingest {INGEST_PATH}, max rate: {runs}")
         wait_for_quiet(args.quiet_wait)
         self.closed("warm-up", INGEST_PATH, args.warmup)
         ingest = self.closed(
@@ -596,7 +601,7 @@ class Bench:
         )
 
         rate = max(1.0, ingest.rate * args.rate_fraction)
-        say(f"[4/4] ingest at a fixed {rate:,.0f}/s: {runs}")
+        say(f"[4/5] ingest at a fixed {rate:,.0f}/s: {runs}")
         wait_for_quiet(args.quiet_wait)
         self.fixed_rate("warm-up", rate, args.warmup)
         fixed = self.fixed_rate(
@@ -611,17 +616,10 @@ def minimal_phase(
     """The minimal FastAPI app (no middleware, the same uvicorn settings) at the max rate, then at
     the same fraction of it as the hub's fixed-rate phase: what the platform alone (uvicorn, the
     event loop, the kernel's wake-ups on this machine) does to CPU per request at a lower rate."""
-    server = ApiServer(
-        database_url,
-        redis_url,
-        factory="benchmarks.common:minimal_app",
-        ready_path="/openapi.json",
-    )
-    server.start()
-    try:
+    with _minimal_server(database_url, redis_url) as server:
         bench = Bench(args, server, database_url, wrk)
         say(
-            f"[1/4] minimal FastAPI app {BARE_PATH}, max rate, then {args.rate_fraction:g} x that: "
+            f"[1/5] minimal FastAPI app {BARE_PATH}, max rate, then {args.rate_fraction:g} x that: "
             f"warm-up {args.warmup:g}s, run {args.duration:g}s each"
         )
         wait_for_quiet(args.quiet_wait)
@@ -632,6 +630,32 @@ def minimal_phase(
         bench.fixed_rate("warm-up", rate, args.warmup, path=BARE_PATH)
         name = f"minimal at {args.rate_fraction:g} x max"
         return fastest, bench.fixed_rate(name, rate, args.duration, path=BARE_PATH)
+
+
+def minimal_at(
+    args: argparse.Namespace, database_url: str, redis_url: str, wrk: str | None, rate: float
+) -> PhaseResult:
+    """The minimal app at the hub's own fixed rate (the same requests per second, not the same
+    fraction): the platform's CPU per request at the rate where the hub's third target is judged."""
+    with _minimal_server(database_url, redis_url) as server:
+        bench = Bench(args, server, database_url, wrk)
+        say(f"[5/5] minimal FastAPI app {BARE_PATH} at the hub's fixed {rate:,.0f}/s")
+        wait_for_quiet(args.quiet_wait)
+        bench.fixed_rate("warm-up", rate, args.warmup, path=BARE_PATH)
+        return bench.fixed_rate(f"minimal at {rate:,.0f}/s", rate, args.duration, path=BARE_PATH)
+
+
+@contextlib.contextmanager
+def _minimal_server(database_url: str, redis_url: str) -> Iterator[ApiServer]:
+    server = ApiServer(
+        database_url,
+        redis_url,
+        factory="benchmarks.common:minimal_app",
+        ready_path="/openapi.json",
+    )
+    server.start()
+    try:
+        yield server
     finally:
         server.stop()
         server.log.unlink(missing_ok=True)
@@ -662,7 +686,7 @@ def verdict(ok: bool) -> str:
 
 
 def report(phases: list[PhaseResult], info: dict[str, Any]) -> dict[str, Any]:
-    minimal, minimal_half, bare, ingest, half = phases
+    minimal, minimal_half, bare, ingest, half, minimal_same = phases
     ratio = ingest.rate / minimal.rate if minimal.rate else 0.0
     ratio_ok = ratio >= TARGET_RATIO
     p99_ok = half.p99_ms <= TARGET_P99_MS
@@ -745,6 +769,12 @@ def report(phases: list[PhaseResult], info: dict[str, Any]) -> dict[str, Any]:
         f"{minimal_half.api_us_per_request:,.0f} / {minimal.api_us_per_request:,.0f} us = "
         f"{platform:.2f}   (for information: the platform's share)"
     )
+    floor = minimal_same.api_us_per_request / minimal.api_us_per_request
+    print(
+        f"  the minimal app at the hub's {minimal_same.target_rate:,.0f}/s vs its max rate = "
+        f"{minimal_same.api_us_per_request:,.0f} / {minimal.api_us_per_request:,.0f} us = "
+        f"{floor:.2f}   (for information: the platform at the same rate)"
+    )
     print()
     return {
         **info,
@@ -752,6 +782,7 @@ def report(phases: list[PhaseResult], info: dict[str, Any]) -> dict[str, Any]:
         "ratio": round(ratio, 3),
         "cpu_ratio": round(cpu_ratio, 3),
         "minimal_cpu_ratio": round(platform, 3),
+        "minimal_cpu_ratio_at_hub_rate": round(floor, 3),
         "targets": {
             "ratio_min": TARGET_RATIO,
             "p99_ms_max_at_half_rate": TARGET_P99_MS,
@@ -851,6 +882,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             finally:
                 server.stop()
                 server.log.unlink(missing_ok=True)
+            hub_rate = phases[-1].target_rate or 1.0
+            phases.append(minimal_at(args, database_url, redis_url, wrk, hub_rate))
             info = environment(args, database_url, wrk)
     except KeyboardInterrupt:
         say("interrupted: servers stopped")
