@@ -41,7 +41,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     engine = make_engine(settings.require_database_url, pool_size=settings.db_pool_size)
     redis = Redis.from_url(settings.require_redis_url, socket_timeout=2, socket_connect_timeout=2)
-    committer = GroupCommitter(engine, max_batch=settings.ingest_batch_max)
+    committer = GroupCommitter(
+        engine,
+        max_batch=settings.ingest_batch_max,
+        commit_delay=settings.ingest_commit_delay.total_seconds(),
+    )
     await committer.start()
     spool = Spool(committer, engine, settings.spool_path, settings.spool_max_bytes)
     await spool.start()

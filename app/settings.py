@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     # Group commit: how many concurrent ingest requests share one transaction at most.
     ingest_batch_max: int = Field(default=256, ge=1)
+    # How long a commit that would hold one request waits for others to share it (0: never); it
+    # waits only while such waits gather others (app.ingest.committer.CommitDelay).
+    ingest_commit_delay: Duration = timedelta(milliseconds=5)
     # The API's database pool; ingest uses a few connections for its group commits.
     db_pool_size: int = Field(default=10, ge=1)
     # Dispatch: a claimed delivery whose worker vanished is due again after this long.

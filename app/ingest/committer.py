@@ -81,10 +81,50 @@ def prepare(event: NewEvent) -> _Row:
     return _Row(event, payload, hashlib.sha256(payload_bytes).digest() if keyed else None)
 
 
+class CommitDelay:
+    """Whether a commit that would hold one request waits `seconds` for others to share it.
+
+    PostgreSQL's `commit_delay` idea, decided by what waiting achieved: at moderate rates a commit
+    often finds one request waiting, and each then pays its own statement, fsync wait, span and
+    wake-ups (at 700 requests/s a 5 ms wait took the API's CPU per request from ~1,050 to ~850 µs
+    and halved PostgreSQL's). A wait that gathers nobody (a lone sender that posts one request after
+    another, or a quiet hour) only adds latency, so the delay stops when recent waits gathered less
+    than one request on average, and is tried again once every `_PROBE_EVERY` commits.
+    """
+
+    _SMOOTHING = 0.2  # weight of the newest wait in the running average
+    _PROBE_EVERY = 64
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.gathered = 1.0  # running average of requests a wait gathered; optimistic at start
+        self.waits = 0  # how many commits waited (tests and diagnostics)
+        self._commits = 0
+
+    def wanted(self) -> bool:
+        """Called when a commit would hold a single request."""
+        self._commits += 1
+        if self.seconds <= 0:
+            return False
+        return self.gathered >= 1.0 or self._commits % self._PROBE_EVERY == 0
+
+    def record(self, gathered: int) -> None:
+        """What the wait gathered: requests that arrived during it."""
+        self.waits += 1
+        self.gathered += (gathered - self.gathered) * self._SMOOTHING
+
+
 class GroupCommitter:
     """Collects submitted events and commits them in batches on a few connections."""
 
-    def __init__(self, engine: AsyncEngine, *, max_batch: int = 256, flushers: int = 1) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        max_batch: int = 256,
+        flushers: int = 1,
+        commit_delay: float = 0.0,
+    ) -> None:
         # One flusher by default: while its commit waits for the fsync, the requests that arrive
         # queue up and go together in the next batch. A second flusher took each of them alone at
         # moderate rates, so every request paid a statement, a span and a wake-up of its own; at
@@ -94,6 +134,7 @@ class GroupCommitter:
         self._flushers = flushers
         self._queue: asyncio.Queue[_Submission] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
+        self.delay = CommitDelay(commit_delay)
 
     async def start(self) -> None:
         self._tasks = [asyncio.create_task(self._run()) for _ in range(self._flushers)]
@@ -135,6 +176,9 @@ class GroupCommitter:
     async def _commit_batches(self, held: HeldConnection) -> None:
         while True:
             batch = [await self._queue.get()]
+            if self._queue.empty() and self.delay.wanted():
+                await asyncio.sleep(self.delay.seconds)
+                self.delay.record(self._queue.qsize())
             size = len(batch[0].rows)
             while size < self._max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
