@@ -836,7 +836,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pool-size", type=int, help="MMHUB_DB_POOL_SIZE for the server")
     parser.add_argument(
         "--commit-delay",
-        help="MMHUB_INGEST_COMMIT_DELAY for the server, e.g. 0 or 5ms (app default)",
+        help="MMHUB_INGEST_COMMIT_DELAY for the server, e.g. 0ms or 5ms (app default)",
     )
     parser.add_argument(
         "--profile",

@@ -86,10 +86,11 @@ class CommitDelay:
 
     PostgreSQL's `commit_delay` idea, decided by what waiting achieved: at moderate rates a commit
     often finds one request waiting, and each then pays its own statement, fsync wait, span and
-    wake-ups (at 700 requests/s a 5 ms wait took the API's CPU per request from ~1,050 to ~850 µs
-    and halved PostgreSQL's). A wait that gathers nobody (a lone sender that posts one request after
-    another, or a quiet hour) only adds latency, so the delay stops when recent waits gathered less
-    than one request on average, and is tried again once every `_PROBE_EVERY` commits.
+    wake-ups (at 600 requests/s in-process, a 5 ms wait cut the API's CPU per request by 12-24 %, and
+    PostgreSQL's by a third; benchmarks/README.md, "The commit delay"). A wait that gathers nobody
+    (a lone sender that posts one request after another, or a quiet hour) only adds latency, so the
+    delay stops when recent waits gathered less than one request on average, and is tried again
+    once every `_PROBE_EVERY` commits.
     """
 
     _SMOOTHING = 0.2  # weight of the newest wait in the running average

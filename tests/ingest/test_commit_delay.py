@@ -18,7 +18,9 @@ from tests.hub_config import HUB_CONFIG
 async def _transactions(engine: AsyncEngine) -> list[int]:
     """The transaction that stored each event, in arrival order."""
     async with engine.connect() as conn:
-        rows = await conn.execute(text("SELECT xmin::text::bigint FROM events ORDER BY received_at"))
+        rows = await conn.execute(
+            text("SELECT xmin::text::bigint FROM events ORDER BY received_at")
+        )
         return [row[0] for row in rows]
 
 
