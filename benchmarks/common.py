@@ -7,6 +7,7 @@ the body and returns a constant small JSON (the yardstick the ingest rate is com
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -18,7 +19,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -317,3 +318,16 @@ def query(database_url: str, sql: str) -> list[Any]:
 
 def count_events(database_url: str) -> int:
     return int(query(database_url, "SELECT count(*) FROM events")[0][0])
+
+
+async def due_times(start: float, rate: float, count: int) -> AsyncIterator[float]:
+    """An open-loop sender's schedule: `count` moments `1 / rate` apart from `start` (on
+    `time.perf_counter`), each yielded once it has come, whatever the replies do. One that is
+    already late is yielded at once; timers have millisecond resolution, so the sender sleeps at
+    least 1 ms at a time and never spins."""
+    for index in range(count):
+        due = start + index / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(max(delay, 0.001))
+        yield due

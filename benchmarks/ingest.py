@@ -66,6 +66,7 @@ from benchmarks.common import (
     BodyTemplate,
     body_templates,
     count_events,
+    due_times,
     embedded_database,
     expected_deliveries,
     query,
@@ -338,21 +339,13 @@ async def open_loop(
         conn.close()
 
     tasks = [asyncio.create_task(client(c)) for c in conns]
-    total, interval = int(rate * (warmup + duration)), 1.0 / rate
-    sent, measuring = 0, None
-    while sent < total:
-        now = clock()
-        while sent < total and start + sent * interval <= now:
-            due = start + sent * interval
-            if due >= measure_from and measuring is None and on_measure is not None:
-                measuring = asyncio.get_running_loop().run_in_executor(None, on_measure)
-            queue.put_nowait(due)
-            # The client's own lateness, not the server's.
-            (tally if due >= measure_from else warm).lags.append(now - due)
-            sent += 1
-        if sent < total:
-            # Timers have millisecond resolution: wake at least 1 ms apart, never spin.
-            await asyncio.sleep(max(start + sent * interval - clock(), 0.001))
+    measuring = None
+    async for due in due_times(start, rate, int(rate * (warmup + duration))):
+        if due >= measure_from and measuring is None and on_measure is not None:
+            measuring = asyncio.get_running_loop().run_in_executor(None, on_measure)
+        queue.put_nowait(due)
+        # The client's own lateness, not the server's.
+        (tally if due >= measure_from else warm).lags.append(clock() - due)
     for _ in tasks:
         queue.put_nowait(None)
     await asyncio.gather(*tasks)

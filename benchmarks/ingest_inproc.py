@@ -33,6 +33,7 @@ from benchmarks.common import (
     INGEST_PATH,
     bench_app,
     body_templates,
+    due_times,
     embedded_database,
     minimal_app,
 )
@@ -145,13 +146,10 @@ async def _open_loop(
         await one()
         latencies.append(time.perf_counter() - due)
 
-    tasks: list[asyncio.Task[None]] = []
-    start, total = time.perf_counter() + 0.01, int(rate * seconds)
-    while len(tasks) < total:
-        now = time.perf_counter()
-        while len(tasks) < total and (due := start + len(tasks) / rate) <= now:
-            tasks.append(asyncio.create_task(timed(due)))
-        await asyncio.sleep(max(start + len(tasks) / rate - time.perf_counter(), 0.0005))
+    start = time.perf_counter() + 0.01
+    tasks = [
+        asyncio.create_task(timed(due)) async for due in due_times(start, rate, int(rate * seconds))
+    ]
     await asyncio.gather(*tasks)
     return latencies
 
