@@ -13,8 +13,6 @@ import uuid_utils
 from asgi_correlation_id import CorrelationIdMiddleware
 from fastapi import FastAPI
 from redis.asyncio import Redis
-from starlette.routing import Match, Route
-from starlette.types import Scope
 
 from app.admin.deps import ReplayRunner
 from app.admin.router import router as admin_router
@@ -28,6 +26,7 @@ from app.ingest.committer import GroupCommitter
 from app.ingest.service import Ingest
 from app.ingest.spool import Spool
 from app.settings import Settings
+from app.shortcut import ShortcutApp
 from app.sources.bitrix24.router import BITRIX24_PATH, bitrix24_webhook
 from app.sources.bitrix24.router import router as bitrix24_router
 from app.sources.onec.router import router as onec_router
@@ -73,21 +72,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await engine.dispose()
 
 
-class _PlainRoute(Route):
-    """A Starlette route that names itself in the scope, as FastAPI's routes do: the request's
-    span and metrics take the route template from there."""
-
-    def matches(self, scope: Scope) -> tuple[Match, Scope]:
-        match, child_scope = super().matches(scope)
-        if match is not Match.NONE:
-            child_scope["route"] = self
-        return match, child_scope
-
-
 def create_app(settings: Settings) -> FastAPI:
     """The hub's HTTP app for these settings."""
     setup_tracing("mmhub-api")
-    app = FastAPI(
+    app = ShortcutApp(
         title="mmhub",
         summary="MasterMobile webhook hub",
         version="1",
@@ -105,11 +93,11 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.add_middleware(HttpTelemetry)  # outermost: its span and timing cover every other layer
     install_error_handlers(app)
-    # Bitrix24's webhook, the hub's busiest path, is served by a plain Starlette route placed first;
-    # FastAPI's route stays for the OpenAPI document. The endpoint reads its own body and builds its
-    # own reply, so FastAPI's per-request route matching and dependency solving were pure cost
-    # (8-20 % of ingest's CPU in alternating in-process runs, benchmarks/README.md).
-    app.router.routes.insert(0, _PlainRoute(BITRIX24_PATH, bitrix24_webhook, methods=["POST"]))
+    # Bitrix24's webhook, the hub's busiest path, skips the routing layers (app.shortcut); FastAPI's
+    # route stays for the OpenAPI document. The endpoint reads its own body and builds its own
+    # reply, so FastAPI's per-request route matching and dependency solving were pure cost (8-20 %
+    # of ingest's CPU in alternating in-process runs, benchmarks/README.md).
+    app.add_shortcut(BITRIX24_PATH, bitrix24_webhook, "POST")
     app.include_router(bitrix24_router)
     app.include_router(onec_router)
     app.include_router(admin_router)
