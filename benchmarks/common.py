@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # The wire fixtures live in tests/fixtures (MMHUB_FIXTURES overrides the folder).
 FIXTURES = Path(os.environ.get("MMHUB_FIXTURES", ROOT / "tests" / "fixtures"))
 BARE_PATH = "/bench/bare"
+DURABLE_PATH = "/bench/durable"
 INGEST_PATH = "/webhooks/bitrix24"
 FORM = "application/x-www-form-urlencoded"
 
@@ -165,6 +166,59 @@ def minimal_app() -> FastAPI:
     `POST /bench/bare` (the same handler)."""
     app = FastAPI()
     app.add_api_route(BARE_PATH, bare, methods=["POST"], include_in_schema=False)
+    return app
+
+
+def durable_app() -> FastAPI:
+    """uvicorn factory: the plainest durable webhook receiver, a yardstick for what the hub adds.
+
+    No middleware, no auth, no checks, no log, no trace: it reads the body, parses it with the
+    standard library's `parse_qsl` and replies once the fields are committed as one jsonb row, the
+    requests that arrive while a commit runs sharing the next one (the hub's group commit, without
+    its deliveries, keys and spool). Against it, ingest ÷ durable app is what the hub's own work
+    costs beyond making a webhook durable on this machine.
+    """
+    import asyncpg
+    import orjson
+
+    url = os.environ["MMHUB_DATABASE_URL"].replace("postgresql+asyncpg://", "postgresql://")
+    waiting: asyncio.Queue[tuple[str, asyncio.Future[None]]] = asyncio.Queue()
+
+    async def commit_forever(conn: Any) -> None:
+        while True:
+            batch = [await waiting.get()]
+            while not waiting.empty():
+                batch.append(waiting.get_nowait())
+            try:
+                sql = "INSERT INTO bench_durable (fields) SELECT * FROM unnest($1::jsonb[])"
+                await conn.execute(sql, [fields for fields, _ in batch])
+            except Exception as exc:
+                for _, done in batch:
+                    done.set_exception(exc)
+            else:
+                for _, done in batch:
+                    done.set_result(None)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        conn = await asyncpg.connect(url)
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS bench_durable (id bigserial PRIMARY KEY, fields jsonb)"
+        )
+        committer = asyncio.create_task(commit_forever(conn))
+        yield
+        committer.cancel()
+        await conn.close()
+
+    async def durable(request: Request) -> dict[str, str]:
+        fields = dict(urllib.parse.parse_qsl((await request.body()).decode()))
+        done = asyncio.get_running_loop().create_future()
+        waiting.put_nowait((orjson.dumps(fields).decode(), done))
+        await done
+        return {"status": "accepted"}
+
+    app = FastAPI(lifespan=lifespan)
+    app.add_api_route(DURABLE_PATH, durable, methods=["POST"], include_in_schema=False)
     return app
 
 
@@ -318,6 +372,14 @@ def query(database_url: str, sql: str) -> list[Any]:
 
 def count_events(database_url: str) -> int:
     return int(query(database_url, "SELECT count(*) FROM events")[0][0])
+
+
+def count_durable(database_url: str) -> int:
+    """Rows `durable_app()` committed (0 before it first ran)."""
+    sql = "SELECT count(*) FROM bench_durable"
+    if not query(database_url, "SELECT to_regclass('bench_durable')")[0][0]:
+        return 0
+    return int(query(database_url, sql)[0][0])
 
 
 async def due_times(start: float, rate: float, count: int) -> AsyncIterator[float]:

@@ -5,7 +5,7 @@
 One run starts a durable (fsync on) embedded PostgreSQL 16 and Valkey in a throwaway folder, migrates
 it, and serves `benchmarks.common:bench_app` (the real app with the fixture portals, plus
 `POST /bench/bare`) under uvicorn in a separate process: one worker, uvloop, httptools, log level
-warning, no access log. Six phases, each after a short warm-up:
+warning, no access log. Seven phases, each after a short warm-up:
 
 1. the minimal FastAPI app (`benchmarks.common:minimal_app`, same uvicorn settings) at the maximum
    rate (closed loop: `--connections` keep-alive connections), then
@@ -13,13 +13,15 @@ warning, no access log. Six phases, each after a short warm-up:
 3. the hub's bare route at the maximum rate;
 4. Bitrix24 ingest at the maximum rate (same load generator, same connections);
 5. ingest at a fixed arrival rate of half the rate measured in (4) (open loop);
-6. the minimal app again at the rate of (5): the platform's CPU per request at that rate.
+6. the minimal app again at the rate of (5): the platform's CPU per request at that rate;
+7. the plainest durable receiver (`benchmarks.common:durable_app`: parse, one jsonb row, group
+   commit; no hub) at the maximum rate, for information: what durability alone costs here.
 
 Every request posts one of the Bitrix24 fixture bodies with its record id and `ts` replaced, so each
-is a new event with a valid token. After each ingest phase the rows in `events` must equal the 200
-replies counted, and non-200 replies and socket errors are counted and reported.
+is a new event with a valid token. After each ingest phase the rows in `events` (in phase 7, its own
+table's) must equal the 200 replies counted, and non-200 replies and socket errors are counted and reported.
 
-Load generators: the max-rate phases (1, 3, 4) use `wrk` (Debian package; installed with apt-get
+Load generators: the max-rate phases (1, 3, 4, 7) use `wrk` (Debian package; installed with apt-get
 when missing and running as root) with a generated Lua script; `--client python` or a missing wrk
 uses the built-in asyncio client instead. The fixed-rate phases (2, 5, 6) always use the built-in
 open-loop client: wrk has no fixed-rate mode
@@ -59,12 +61,14 @@ import psutil
 from app.durations import format_duration
 from benchmarks.common import (
     BARE_PATH,
+    DURABLE_PATH,
     FORM,
     INGEST_PATH,
     ROOT,
     ApiServer,
     BodyTemplate,
     body_templates,
+    count_durable,
     count_events,
     due_times,
     embedded_database,
@@ -541,11 +545,18 @@ class Bench:
         return self._phase_index * SEQ_STRIDE
 
     def closed(
-        self, name: str, path: str, duration: float, *, count: bool = False, profile: str = ""
+        self,
+        name: str,
+        path: str,
+        duration: float,
+        *,
+        count: Callable[[str], int] | None = None,
+        profile: str = "",
     ) -> PhaseResult:
+        """`duration` seconds at the max rate; `count` (rows stored) reconciles the 200s."""
         tool = "wrk" if self.wrk else "python"
         result = PhaseResult(name, path, tool, "closed", self.args.connections, duration)
-        before = count_events(self.database_url) if count else None
+        before = count(self.database_url) if count else None
         profiler = self._profiler(profile, duration) if (profile and self.args.profile) else None
         self.cpu.start()
         if self.wrk:
@@ -563,8 +574,8 @@ class Bench:
         result.cpu = self.cpu.stop(duration)
         if profiler is not None:
             profiler.wait()
-        if before is not None:
-            result.stored = count_events(self.database_url) - before
+        if count is not None and before is not None:
+            result.stored = count(self.database_url) - before
         return result
 
     def fixed_rate(
@@ -625,20 +636,20 @@ class Bench:
     def run(self) -> list[PhaseResult]:
         args = self.args
         runs = f"warm-up {args.warmup:g}s, run {args.duration:g}s"
-        say(f"[2/5] bare route {BARE_PATH} of the hub's app, max rate: {runs}")
+        say(f"[2/6] bare route {BARE_PATH} of the hub's app, max rate: {runs}")
         wait_for_quiet(args.quiet_wait)
         self.closed("warm-up", BARE_PATH, args.warmup)
         bare = self.closed("bare route, max rate", BARE_PATH, args.duration, profile="bare")
 
-        say(f"[3/5] ingest {INGEST_PATH}, max rate: {runs}")
+        say(f"[3/6] ingest {INGEST_PATH}, max rate: {runs}")
         wait_for_quiet(args.quiet_wait)
         self.closed("warm-up", INGEST_PATH, args.warmup)
         ingest = self.closed(
-            "ingest, max rate", INGEST_PATH, args.duration, count=True, profile="ingest"
+            "ingest, max rate", INGEST_PATH, args.duration, count=count_events, profile="ingest"
         )
 
         rate = max(1.0, ingest.rate * args.rate_fraction)
-        say(f"[4/5] ingest at a fixed {rate:,.0f}/s: {runs}")
+        say(f"[4/6] ingest at a fixed {rate:,.0f}/s: {runs}")
         wait_for_quiet(args.quiet_wait)
         fixed = self.fixed_rate(
             f"ingest at {args.rate_fraction:g} x max",
@@ -659,7 +670,7 @@ def minimal_phase(
     with _minimal_server(database_url, redis_url) as server:
         bench = Bench(args, server, database_url, wrk)
         say(
-            f"[1/5] minimal FastAPI app {BARE_PATH}, max rate, then {args.rate_fraction:g} x that: "
+            f"[1/6] minimal FastAPI app {BARE_PATH}, max rate, then {args.rate_fraction:g} x that: "
             f"warm-up {args.warmup:g}s, run {args.duration:g}s each"
         )
         wait_for_quiet(args.quiet_wait)
@@ -680,20 +691,33 @@ def minimal_at(
     fraction): the platform's CPU per request at the rate where the hub's third target is judged."""
     with _minimal_server(database_url, redis_url) as server:
         bench = Bench(args, server, database_url, wrk)
-        say(f"[5/5] minimal FastAPI app {BARE_PATH} at the hub's fixed {rate:,.0f}/s")
+        say(f"[5/6] minimal FastAPI app {BARE_PATH} at the hub's fixed {rate:,.0f}/s")
         wait_for_quiet(args.quiet_wait)
         name = f"minimal at {rate:,.0f}/s"
         return bench.fixed_rate(name, rate, args.duration, warmup=args.warmup, path=BARE_PATH)
 
 
+def durable_phase(
+    args: argparse.Namespace, database_url: str, redis_url: str, wrk: str | None
+) -> PhaseResult:
+    """The plainest durable receiver (`durable_app`) at the max rate: what making a webhook durable
+    costs on this machine, before anything the hub does."""
+    factory = "benchmarks.common:durable_app"
+    with _minimal_server(database_url, redis_url, factory) as server:
+        bench = Bench(args, server, database_url, wrk)
+        say(f"[6/6] durable minimal app {DURABLE_PATH} (one jsonb row, group commit), max rate")
+        wait_for_quiet(args.quiet_wait)
+        bench.closed("warm-up", DURABLE_PATH, args.warmup)
+        return bench.closed(
+            "durable app, max rate", DURABLE_PATH, args.duration, count=count_durable
+        )
+
+
 @contextlib.contextmanager
-def _minimal_server(database_url: str, redis_url: str) -> Iterator[ApiServer]:
-    server = ApiServer(
-        database_url,
-        redis_url,
-        factory="benchmarks.common:minimal_app",
-        ready_path="/openapi.json",
-    )
+def _minimal_server(
+    database_url: str, redis_url: str, factory: str = "benchmarks.common:minimal_app"
+) -> Iterator[ApiServer]:
+    server = ApiServer(database_url, redis_url, factory=factory, ready_path="/openapi.json")
     server.start()
     try:
         yield server
@@ -727,7 +751,7 @@ def verdict(ok: bool) -> str:
 
 
 def report(phases: list[PhaseResult], info: dict[str, Any]) -> dict[str, Any]:
-    minimal, minimal_half, bare, ingest, half, minimal_same = phases
+    minimal, minimal_half, bare, ingest, half, minimal_same, durable = phases
     ratio = ingest.rate / minimal.rate if minimal.rate else 0.0
     ratio_ok = ratio >= TARGET_RATIO
     p99_ok = half.p99_ms <= TARGET_P99_MS
@@ -797,6 +821,11 @@ def report(phases: list[PhaseResult], info: dict[str, Any]) -> dict[str, Any]:
         f"{ingest.rate / bare.rate if bare.rate else 0:.2f}   (for information)"
     )
     print(
+        f"  durable app / minimal app = {durable.rate:,.0f} / {minimal.rate:,.0f} = "
+        f"{durable.rate / minimal.rate if minimal.rate else 0:.2f}; ingest / durable app = "
+        f"{ingest.rate / durable.rate if durable.rate else 0:.2f}   (for information)"
+    )
+    print(
         f"  p99 at {half.target_rate:,.0f}/s = {half.p99_ms:.1f} ms"
         f"   (target <= {TARGET_P99_MS:g} ms)   {verdict(p99_ok)}"
     )
@@ -825,6 +854,8 @@ def report(phases: list[PhaseResult], info: dict[str, Any]) -> dict[str, Any]:
         "cpu_ratio": round(cpu_ratio, 3),
         "minimal_cpu_ratio": round(platform, 3),
         "minimal_cpu_ratio_at_hub_rate": round(same, 3),
+        "durable_ratio": round(durable.rate / minimal.rate if minimal.rate else 0.0, 3),
+        "ingest_durable_ratio": round(ingest.rate / durable.rate if durable.rate else 0.0, 3),
         "targets": {
             "ratio_min": TARGET_RATIO,
             "p99_ms_max_at_half_rate": TARGET_P99_MS,
@@ -932,6 +963,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 server.log.unlink(missing_ok=True)
             hub_rate = phases[-1].target_rate or 1.0
             phases.append(minimal_at(args, database_url, redis_url, wrk, hub_rate))
+            phases.append(durable_phase(args, database_url, redis_url, wrk))
             info = environment(args, database_url, wrk)
     except KeyboardInterrupt:
         say("interrupted: servers stopped")
