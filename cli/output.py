@@ -11,10 +11,10 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 from rich.console import Console
 from rich.table import Table
 
+from app import jsonio
 from app.models import AuditEntry, Delivery, DeliveryAttempt, Event
 
 Record = dict[str, Any]
@@ -55,7 +55,7 @@ def say(message: str, *, stderr: bool = False) -> None:
 
 def emit_json(data: Any) -> None:
     """Write `data` as indented JSON on stdout: UUIDs as strings, datetimes ISO 8601 with `Z`."""
-    raw = orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC)
+    raw = jsonio.dumps(data, indent=True)
     sys.stdout.write(raw.decode() + "\n")
     sys.stdout.flush()
 

@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-import orjson
 from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
+from app import jsonio
 from app.admin.pii import mask_pii
 from app.console.session import ConsoleUser
 
@@ -54,7 +54,7 @@ def duration(seconds: float | None) -> str:
 
 def pretty(value: Any) -> str:
     """JSON, indented, non-ASCII kept readable."""
-    return orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode()
+    return jsonio.dumps(value, sort_keys=True, indent=True).decode()
 
 
 def plain(value: Any) -> str:

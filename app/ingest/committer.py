@@ -21,6 +21,7 @@ import orjson
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from app import jsonio
 from app.errors import ServiceUnavailable, Unprocessable
 from app.ids import new_id
 from app.ingest.held import HeldConnection
@@ -66,7 +67,7 @@ class _Submission:
 def prepare(event: NewEvent) -> _Row:
     """Serialise the payload and refuse what PostgreSQL could not store (422)."""
     keyed = is_keyed(event.dedup_key)
-    payload_bytes = canonical_json(event.payload) if keyed else orjson.dumps(event.payload)
+    payload_bytes = canonical_json(event.payload) if keyed else jsonio.dumps(event.payload)
     payload = payload_bytes.decode()
     texts = (event.type, event.subject, event.dedup_key, event.origin or "")
     if "\\u0000" in payload or any("\x00" in text for text in texts):

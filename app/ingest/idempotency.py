@@ -11,9 +11,9 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-import orjson
 from fastapi import Request
 
+from app import jsonio
 from app.errors import BadRequest
 
 KEY_PREFIX = "key:"
@@ -22,7 +22,7 @@ MAX_KEY_CHARS = 255  # as Stripe and the IETF draft's examples; the key is part 
 
 def canonical_json(obj: Any) -> bytes:
     """One serialization per value: keys sorted, no whitespace (orjson escapes nothing optional)."""
-    return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+    return jsonio.dumps(obj, sort_keys=True)
 
 
 def payload_digest(obj: Any) -> bytes:

@@ -23,6 +23,7 @@ from typing import Any
 
 import orjson
 
+from app import jsonio
 from app.ingest.model import NewEvent, PlannedDelivery
 
 log = logging.getLogger(__name__)
@@ -56,12 +57,12 @@ def encode(event: NewEvent, spooled_at: datetime) -> bytes:
         "traceparent": event.traceparent,
         "deliveries": [[d.route, d.target] for d in event.deliveries],
     }
-    return orjson.dumps(record, option=orjson.OPT_UTC_Z) + b"\n"
+    return jsonio.dumps(record) + b"\n"
 
 
 def decode(line: bytes) -> SpoolEntry:
     """The entry `encode` wrote (ValueError, KeyError or TypeError when the line is damaged)."""
-    record = orjson.loads(line)
+    record = jsonio.loads(line)
     occurred_at = record["occurred_at"]
     event = NewEvent(
         source=record["source"],

@@ -10,6 +10,7 @@ from asgi_correlation_id import correlation_id
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from app import jsonio
 from app.errors import BadRequest, Unprocessable, UnsupportedMediaType
 from app.ingest.body import media_type, read_body
 from app.ingest.model import NewEvent
@@ -74,7 +75,7 @@ def _parse_body(request: Request, body: bytes) -> dict[str, Any]:
         if kind == "application/json":
             text = body.decode()
             check_json_limits(text)  # before orjson's own recursion, or anything else's
-            parsed = orjson.loads(text)
+            parsed = jsonio.loads(text)  # integers beyond 64 bits kept exact
             if isinstance(parsed, dict):
                 return parsed
             raise BadRequest("a JSON body must be an object")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import codecs
 import json
-from collections.abc import Callable
 from typing import Any
 
+from app import jsonio
 from app.sources.errors import MalformedError
 from app.sources.jsonlimits import check_json_limits
 
@@ -22,22 +22,6 @@ _REFUSED_CODECS = frozenset(
 
 class BodyError(MalformedError):
     """The body cannot be decoded as text or is not valid JSON (HTTP 400)."""
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-_loads: Callable[[str], Any]
-try:
-    import orjson
-except ImportError:  # pragma: no cover - orjson is installed; json keeps this usable without it
-    # Same strictness as orjson: NaN/Infinity are not JSON.
-    def _loads(text: str) -> Any:
-        return json.loads(text, parse_constant=_reject_constant)
-
-else:
-    _loads = orjson.loads
 
 
 def decode_1c_json(body: bytes, content_type_charset: str | None) -> Any:
@@ -58,11 +42,11 @@ def decode_1c_json(body: bytes, content_type_charset: str | None) -> Any:
         raise BodyError("body is empty")
     check_json_limits(text)
     try:
-        return _loads(text)
+        return jsonio.loads(text)  # integers beyond 64 bits kept exact
     except json.JSONDecodeError as exc:  # orjson.JSONDecodeError subclasses it
         where = f"{exc.msg} at line {exc.lineno} column {exc.colno}"
         raise BodyError(f"body is not valid JSON ({where}): {_excerpt(text)}") from None
-    except (ValueError, TypeError, RecursionError) as exc:  # NaN (json fallback), deep nesting
+    except (ValueError, TypeError, RecursionError) as exc:  # deep nesting
         raise BodyError(f"body is not valid JSON ({exc}): {_excerpt(text)}") from None
 
 

@@ -16,6 +16,7 @@ from asgi_correlation_id import correlation_id
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
+from app import jsonio
 from app.errors import BadRequest, PayloadTooLarge, Unprocessable, UnsupportedMediaType
 from app.ingest.body import media_type, read_body
 from app.ingest.idempotency import client_key, keyed_dedup_key, payload_digest
@@ -116,7 +117,7 @@ async def _accept_batch(request: Request, rows: list[Any], parse: _Parse) -> Res
         except ShapeError as exc:
             raise Unprocessable(f"row {index}: {exc}", index=index) from None
         # A row's raw body is the row itself: the whole batch once per event would be stored N times.
-        raw = orjson.dumps(row)
+        raw = jsonio.dumps(row)
         events.append(
             _event(request, parsed, raw, row, keyed_dedup_key(key, index) if key else None)
         )
