@@ -14,6 +14,7 @@ from fastapi import APIRouter, BackgroundTasks, Form, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
 
+from app import jsonio
 from app.admin.deps import Runner, Session
 from app.console.session import Acting, ConsoleUser
 from app.console.views import redirect, render
@@ -85,7 +86,7 @@ async def edit_replay(
 
     async def work() -> object:
         try:
-            parsed: Any = orjson.loads(data)
+            parsed: Any = jsonio.loads(data)  # integers beyond 64 bits kept exact
         except orjson.JSONDecodeError as exc:
             raise Unprocessable(f"the data is not JSON: {exc}") from None
         if not isinstance(parsed, dict):

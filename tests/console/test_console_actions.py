@@ -67,15 +67,19 @@ async def test_edit_and_replay_sends_the_edited_data(
         data={
             "csrf": csrf,
             "reason": "counterparty code",
-            "data": '{"FIELDS": {"ID": "2", "CODE": "X"}}',
+            # A number beyond 64 bits stays exact (orjson alone would round it).
+            "data": '{"FIELDS": {"ID": "2", "CODE": "X", "SUM": 123456789012345678901234567890}}',
         },
     )
     assert reply.status_code == 303
     row = _by_id(await delivery_rows(engine), dead)
-    assert row.payload_override == {"FIELDS": {"ID": "2", "CODE": "X"}}  # type: ignore[attr-defined]
+    assert row.payload_override == {  # type: ignore[attr-defined]
+        "FIELDS": {"ID": "2", "CODE": "X", "SUM": 123456789012345678901234567890}
+    }
     assert [e.action for e in await audit_rows(engine)] == ["replay", "edit"]
     page = await console.get(f"/console/deliveries/{dead}")
     assert "edited data" in page.text and "&#34;CODE&#34;: &#34;X&#34;" in page.text
+    assert "&#34;SUM&#34;: 123456789012345678901234567890" in page.text
 
 
 async def test_cancel_and_a_refused_cancel(
