@@ -46,6 +46,10 @@ INGESTED = Counter(
 INGEST_REJECTED = Counter(
     "mmhub_ingest_rejected", "Webhook requests refused, by source and status", ["source", "status"]
 )
+COMMIT_DELAY_WAITS = Counter(
+    "mmhub_ingest_commit_delay_waits",
+    "Group commits that waited MMHUB_INGEST_COMMIT_DELAY for more requests to share them",
+)
 IDEMPOTENCY_CONFLICTS = Counter(
     "mmhub_idempotency_conflicts",
     "Webhook requests refused with 409: an Idempotency-Key reused with another payload",

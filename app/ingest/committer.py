@@ -28,6 +28,7 @@ from app.ingest.held import HeldConnection
 from app.ingest.idempotency import canonical_json, is_keyed
 from app.ingest.model import IngestResult, NewEvent
 from app.outbox import writes
+from app.telemetry import COMMIT_DELAY_WAITS
 from app.tracing import batch_span
 
 log = logging.getLogger(__name__)
@@ -113,6 +114,7 @@ class CommitDelay:
     def record(self, gathered: int) -> None:
         """What the wait gathered: requests that arrived during it."""
         self.waits += 1
+        COMMIT_DELAY_WAITS.inc()
         self.gathered += (gathered - self.gathered) * self._SMOOTHING
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+import httpx
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -24,6 +25,13 @@ async def _transactions(engine: AsyncEngine) -> list[int]:
         return [row[0] for row in rows]
 
 
+def _waits_exported(reply: httpx.Response) -> float:
+    [line] = [
+        x for x in reply.text.splitlines() if x.startswith("mmhub_ingest_commit_delay_waits_total ")
+    ]
+    return float(line.split()[1])
+
+
 async def test_requests_arriving_during_the_delay_share_its_commit(
     settings_for: Callable[..., Settings], engine: AsyncEngine
 ) -> None:
@@ -33,6 +41,7 @@ async def test_requests_arriving_during_the_delay_share_its_commit(
         first = await warm.post("/webhooks/bitrix24", content=deal(100), headers=FORM)
         assert first.status_code == 200
     async with running_app(settings_for(HUB_CONFIG, ingest_commit_delay="1s")) as hub:
+        waited = _waits_exported(await hub.get("/metrics"))
 
         async def post(deal_id: int, after: float) -> int:
             await asyncio.sleep(after)  # arrivals spread out, as independent senders' are
@@ -41,6 +50,7 @@ async def test_requests_arriving_during_the_delay_share_its_commit(
 
         statuses = await asyncio.gather(*(post(i, i * 0.05) for i in range(1, 5)))
         delay: CommitDelay = hub.app.state.committer.delay  # type: ignore[attr-defined]
+        assert _waits_exported(await hub.get("/metrics")) == waited + 1
     assert statuses == [200] * 4
     # The first request's commit waited, and the three that came meanwhile went with it.
     warm_up, *measured = await _transactions(engine)
