@@ -13,8 +13,6 @@ from sqlalchemy.ext.asyncio import (
 )
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_random_exponential
 
-from app import jsonio
-
 
 def make_engine(url: str, *, pool_size: int = 10, application_name: str = "mmhub") -> AsyncEngine:
     """An asyncpg engine; `pool_pre_ping` lets the pool recover by itself after a database restart."""
@@ -24,8 +22,6 @@ def make_engine(url: str, *, pool_size: int = 10, application_name: str = "mmhub
         max_overflow=pool_size,
         pool_pre_ping=True,
         pool_timeout=5,
-        # jsonb columns (payloads) read at orjson's speed, integers beyond 64 bits still exact.
-        json_deserializer=jsonio.loads,
         connect_args={
             "server_settings": {"application_name": application_name},
             "timeout": 5,

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 
 import orjson
 import pytest
+from sqlalchemy import cast, literal, select
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app import jsonio
 from app.ingest.model import NewEvent, PlannedDelivery
@@ -81,3 +85,37 @@ def test_a_spooled_event_keeps_its_integers() -> None:
     assert entry.event.payload == {"data": {"barcode": BIG}}
     assert entry.event.occurred_at == event.occurred_at
     assert entry.event.id == event.id
+
+
+@pytest.mark.parametrize(
+    "number",
+    [18446744073709551615, 18446744073709551616, -9223372036854775808, -9223372036854775809],
+)
+def test_the_64_bit_boundaries_are_exact(number: int) -> None:
+    assert jsonio.loads(f'{{"n": {number}}}') == {"n": number}
+
+
+def test_floats_are_orjsons() -> None:
+    text = "[1e19, -1.5e300, 0.1, 12345678901234567890.5, 1e-7]"
+    assert jsonio.loads(text) == orjson.loads(text)
+
+
+def test_too_deep_for_the_exact_parse_is_a_decode_error() -> None:
+    text = "[" * 1000 + str(BIG) + "]" * 1000  # orjson takes it; the standard library recurses
+    with pytest.raises(orjson.JSONDecodeError, match="too deep"):
+        jsonio.loads(text)
+
+
+def test_what_orjson_cannot_write_for_another_reason_is_refused() -> None:
+    with pytest.raises(TypeError):
+        jsonio.dumps({1: BIG})  # the standard library would write the key as "1"
+    with pytest.raises(TypeError):
+        jsonio.dumps({"n": BIG, "when": object()})
+
+
+async def test_the_database_reads_what_orjson_cannot(engine: AsyncEngine) -> None:
+    # jsonb keeps any JSON number; an edit-and-replay override may hold one beyond a double.
+    huge = 10**400
+    async with engine.connect() as conn:
+        value = await conn.scalar(select(cast(literal(json.dumps({"n": huge})), JSONB)))
+    assert value == {"n": huge}

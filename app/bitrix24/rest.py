@@ -28,6 +28,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from app import jsonio
 from app.bitrix24.errors import Kind, RestError
 
 MAX_COMMANDS = 50  # batch.md: a batch holds at most 50 commands
@@ -208,7 +209,7 @@ class PortalClient:
         try:
             async with self._http.post(
                 f"{self._auth.base_url}{method}.json",
-                data=orjson.dumps(payload),
+                data=jsonio.dumps(payload),
                 headers={"Content-Type": "application/json", "Accept": "application/json"},
                 timeout=self._timeout,
             ) as response:
@@ -217,7 +218,7 @@ class PortalClient:
             reason = self._scrub(f"{type(exc).__name__}: {exc}".rstrip(": "))
             raise RestError(Kind.TRANSPORT, "", reason) from None
         try:
-            body = orjson.loads(raw)
+            body = jsonio.loads(raw)
         except orjson.JSONDecodeError:
             body = None
         if isinstance(body, dict) and ("error" in body or "error_description" in body):
