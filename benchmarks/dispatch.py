@@ -59,6 +59,7 @@ from typing import Any
 
 import psutil
 
+from benchmarks.common import due_times
 from benchmarks.sink import Sink, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -652,17 +653,12 @@ async def open_loop(
             except (aiohttp.ClientError, TimeoutError) as exc:
                 item.error = type(exc).__name__
 
-        loop = asyncio.get_running_loop()
-        tasks = []
+        tasks: list[asyncio.Task[None]] = []
         wall0 = time.time() + 0.05
-        mono0 = loop.time() + 0.05
-        for i in range(count):
-            due = mono0 + i / rate
-            delay = due - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            results[i].scheduled = wall0 + i / rate
-            tasks.append(asyncio.create_task(one(i)))
+        start = time.perf_counter() + 0.05
+        async for due in due_times(start, rate, count):
+            results[len(tasks)].scheduled = wall0 + (due - start)
+            tasks.append(asyncio.create_task(one(len(tasks))))
         await asyncio.gather(*tasks)
     return results
 
