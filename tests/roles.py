@@ -1,4 +1,5 @@
-"""The hub's real processes (`python -m cli api|relay|worker`) on the test session's servers."""
+"""The hub's real processes (`python -m cli api|relay|worker`) on a test's servers, for tests and the
+soak."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ class Processes:
         config: Path,
         command: list[str] | None = None,
         cwd: Path = ROOT,
+        logs: Path | None = None,
         **env: str,
     ) -> None:
         self.env = {
@@ -45,13 +47,14 @@ class Processes:
         self.command = command or [sys.executable, "-m", "cli"]
         self.cwd = cwd
         self.running: list[subprocess.Popen[bytes]] = []
-        self.logs = config.parent
+        self.logs = logs or config.parent
 
-    def start(self, role: str, **env: str) -> subprocess.Popen[bytes]:
-        """Start one role; its stderr (JSON log lines) goes to `log_of(role)`."""
+    def start(self, role: str, *args: str, **env: str) -> subprocess.Popen[bytes]:
+        """Start one role (`args` after its name); its stderr (JSON log lines) goes to
+        `log_of(role)`, shared by the processes of one role."""
         with self.log_of(role).open("ab") as log:
             process = subprocess.Popen(
-                [*self.command, role],
+                [*self.command, role, *args],
                 env={**self.env, **env},
                 cwd=self.cwd,
                 stderr=log,

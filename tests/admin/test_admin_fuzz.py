@@ -14,7 +14,7 @@ import yaml
 
 from tests.admin.support import OPERATOR_TOKEN, admin_hub
 from tests.dispatch.harness import FORM, deal
-from tests.processes import Processes
+from tests.roles import Processes
 from tests.soak.rig import free_port
 
 MAX_TIME = 15  # seconds for the whole run

@@ -25,7 +25,7 @@ from app.embedded import EmbeddedServers, RunningServers
 from app.migrate import upgrade
 from tests.fake_target import FakeTarget, Reply
 from tests.hub_config import HUB_CONFIG
-from tests.processes import Processes
+from tests.roles import Processes
 
 OPERATOR_TOKEN = "soak-operator-token"
 
