@@ -56,6 +56,13 @@ class RequestTimeout(HubError):
     default_headers: ClassVar[Mapping[str, str]] = {"Connection": "close"}
 
 
+class ClientClosedRequest(HubError):
+    """The client went away before its request was read whole: nothing was stored. nginx's 499, so
+    that a sender's disconnect is counted apart from the hub's own failures (it is no 500)."""
+
+    status, title = 499, "Client closed request"
+
+
 class Conflict(HubError):
     status, title = 409, "Conflict"
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 
 from fastapi import Request
+from starlette.requests import ClientDisconnect
 
-from app.errors import PayloadTooLarge, RequestTimeout
+from app.errors import ClientClosedRequest, PayloadTooLarge, RequestTimeout
 from app.settings import Settings
 
 
@@ -30,6 +31,10 @@ async def read_body(request: Request) -> bytes:
                 chunks.append(chunk)
     except TimeoutError:
         raise RequestTimeout(f"the body did not arrive within {seconds:g} s") from None
+    except ClientDisconnect:
+        raise ClientClosedRequest(
+            f"the client closed the connection after {size} bytes of the body"
+        ) from None
     return b"".join(chunks)
 
 

@@ -4,11 +4,13 @@ problem+json 4xx, and nothing is stored."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 
 import orjson
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.settings import Settings
@@ -219,3 +221,55 @@ def test_the_limits_are_exact_when_the_body_has_more_brackets_or_colons_than_the
     check_json_limits("{" + keys + ',"last":1}')
     with pytest.raises(JsonLimitError, match="more than 100000 keys"):
         check_json_limits("{" + keys + ',"last":1,"one more":2}')
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "source"),
+    [("/webhooks/bitrix24", FORM, "bitrix24"), ("/webhooks/1c", JSON, "onec")],
+    ids=["bitrix24", "1c"],
+)
+async def test_a_sender_that_hangs_up_mid_body_is_a_499_not_a_bug(
+    settings_for: Callable[..., Settings],
+    engine: AsyncEngine,
+    caplog: pytest.LogCaptureFixture,
+    path: str,
+    headers: dict[str, str],
+    source: str,
+) -> None:
+    # Raw ASGI: the first chunk, then the client is gone (what uvicorn reports on a dropped socket).
+    messages = [
+        {"type": "http.request", "body": DEAL[:20], "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        return messages.pop(0)
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(k.encode(), v.encode()) for k, v in headers.items()],
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 8000),
+    }
+    rejected = ("mmhub_ingest_rejected_total", {"source": source, "status": "499"})
+    failed = ("http_requests_total", {"method": "POST", "route": path, "status": "500"})
+    async with running_app(settings_for(HUB_CONFIG)) as client:
+        before = [REGISTRY.get_sample_value(*metric) or 0.0 for metric in (rejected, failed)]
+        await client.app(scope, receive, send)  # type: ignore[attr-defined]
+        after = [REGISTRY.get_sample_value(*metric) or 0.0 for metric in (rejected, failed)]
+    assert sent[0]["status"] == 499
+    assert after == [before[0] + 1, before[1]]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert await count(engine) == (0, 0)
